@@ -1,0 +1,87 @@
+/* asm-offsets.c - the layout of kernel structures and the kernel's constants,
+ * exported as absolute symbols of the image (Linux's asm-offsets technique).
+ * The entry code uses them, and the lab reads them from the symbol table, so
+ * the C headers stay their only definition.  Never called. */
+#include "kernel.h"
+#include "kgraft.h"
+
+struct workload {
+	const char *name;
+	const char *description;
+	void (*setup)(void);
+};
+
+#define DEFINE(sym, val) asm volatile("\n.globl " #sym "\n.set " #sym ", %c0" :: "i"(val))
+#define OFFSET(sym, str, mem) DEFINE(sym, offsetof(struct str, mem))
+
+notrace void __used asm_offsets(void)
+{
+	OFFSET(TASK_tid, task_struct, tid);
+	OFFSET(TASK_state, task_struct, state);
+	OFFSET(TASK_flags, task_struct, flags);
+	OFFSET(TASK_thread_flags, task_struct, thread_flags);
+	OFFSET(TASK_kgr_in_progress, task_struct, kgr_in_progress);
+	OFFSET(TASK_make_it_fail, task_struct, make_it_fail);
+	OFFSET(TASK_in_syscall, task_struct, in_syscall);
+	OFFSET(TASK_exit_code, task_struct, exit_code);
+	OFFSET(TASK_sig_pending, task_struct, sig_pending);
+	OFFSET(TASK_stack_top, task_struct, stack_top);
+	OFFSET(TASK_thread_sp, task_struct, thread.sp);
+	OFFSET(TASK_wakeup_at, task_struct, wakeup_at);
+	OFFSET(TASK_nr_syscalls, task_struct, nr_syscalls);
+	OFFSET(TASK_nr_switches, task_struct, nr_switches);
+	OFFSET(TASK_nr_iterations, task_struct, nr_iterations);
+	OFFSET(TASK_nr_signals, task_struct, nr_signals);
+	OFFSET(TASK_comm, task_struct, comm);
+	DEFINE(TASK_SIZE, sizeof(struct task_struct));
+	DEFINE(TASK_COMM_SIZE, TASK_COMM_LEN);
+	DEFINE(PT_REGS_SIZE, sizeof(struct pt_regs));
+	OFFSET(PT_REGS_ip, pt_regs, ip);
+	OFFSET(PT_REGS_ax, pt_regs, ax);
+	OFFSET(PT_REGS_orig_ax, pt_regs, orig_ax);
+	DEFINE(NR_TASKS_MAX, NR_TASKS);
+	DEFINE(KSTACK_SIZE_BYTES, KSTACK_SIZE);
+
+	DEFINE(TASK_STATE_UNUSED, TASK_UNUSED);
+	DEFINE(TASK_STATE_RUNNING, TASK_RUNNING);
+	DEFINE(TASK_STATE_INTERRUPTIBLE, TASK_INTERRUPTIBLE);
+	DEFINE(TASK_STATE_DEAD, TASK_DEAD);
+	DEFINE(PF_KTHREAD_FLAG, PF_KTHREAD);
+	DEFINE(PF_FREEZABLE_FLAG, PF_FREEZABLE);
+	DEFINE(PF_IDLE_FLAG, PF_IDLE);
+	DEFINE(PF_WQ_WORKER_FLAG, PF_WQ_WORKER);
+	DEFINE(PF_OOPSED_FLAG, PF_OOPSED);
+	DEFINE(TIF_SIGPENDING_FLAG, TIF_SIGPENDING);
+
+	OFFSET(WORKLOAD_name, workload, name);
+	OFFSET(WORKLOAD_description, workload, description);
+	DEFINE(WORKLOAD_SIZE, sizeof(struct workload));
+
+	OFFSET(KGR_PATCH_name, kgr_patch, name);
+	OFFSET(KGR_PATCH_replace_all, kgr_patch, replace_all);
+	OFFSET(KGR_PATCH_patches, kgr_patch, patches);
+	DEFINE(KGR_PATCH_MAX, KGR_PATCH_MAX_FUNS);
+	OFFSET(KGR_FUN_name, kgr_patch_fun, name);
+	OFFSET(KGR_FUN_new_fun, kgr_patch_fun, new_fun);
+	OFFSET(KGR_FUN_abort_if_missing, kgr_patch_fun, abort_if_missing);
+	DEFINE(KGR_FUN_SIZE, sizeof(struct kgr_patch_fun));
+
+	DEFINE(HC_CONSOLE_NR, HC_CONSOLE);
+	DEFINE(HC_SWITCH_NR, HC_SWITCH);
+	DEFINE(HC_BOOTED_NR, HC_BOOTED);
+	DEFINE(HC_TASK_EXIT_NR, HC_TASK_EXIT);
+	DEFINE(HC_PANIC_NR, HC_PANIC);
+	DEFINE(HC_KGR_SAFE_NR, HC_KGR_SAFE);
+	DEFINE(HC_KALLSYMS_LOOKUP_NR, HC_KALLSYMS_LOOKUP);
+	DEFINE(HC_KGR_PATCH_NR, HC_KGR_PATCH);
+	DEFINE(HC_KGR_UNPATCH_NR, HC_KGR_UNPATCH);
+	DEFINE(HYPERCALL_PORT_NR, HYPERCALL_PORT);
+
+	DEFINE(KGR_SAFE_SYSCALL_EXIT_KIND, KGR_SAFE_SYSCALL_EXIT);
+	DEFINE(KGR_SAFE_FREEZER_KIND, KGR_SAFE_FREEZER);
+	DEFINE(KGR_SAFE_TASK_KIND, KGR_SAFE_TASK);
+	DEFINE(KGR_SAFE_WORKER_KIND, KGR_SAFE_WORKER);
+	DEFINE(KGR_SAFE_IRQ_KIND, KGR_SAFE_IRQ);
+	DEFINE(USER_CS_SEL, USER_CS);
+	DEFINE(KERNEL_CS_SEL, KERNEL_CS);
+}

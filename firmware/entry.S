@@ -1,0 +1,175 @@
+/* entry.S - boot, system call and interrupt entry, the way back to the
+ * interrupted context, and the context switch.
+ *
+ * Everything runs at CPL 0 (Unicorn cannot come back up from CPL 3 through a
+ * hooked `syscall`); user and kernel mode are told apart by the CS value the
+ * entry code saves in pt_regs, exactly where Linux looks (`testb $3, CS(%rsp)`).
+ * Offsets into struct task_struct come from asm-offsets.c as absolute symbols.
+ */
+#include "hypercall.h"
+
+#define USER_CS 0x33
+#define USER_DS 0x2b
+#define ENOSYS 38
+
+/* pt_regs, from the top of the frame down: ss sp flags cs ip orig_ax di si dx
+ * cx ax r8 r9 r10 r11 bx bp r12 r13 r14 r15 (struct pt_regs in kernel.h) */
+.macro PUSH_REGS rax=%rax
+	pushq	%rdi
+	pushq	%rsi
+	pushq	%rdx
+	pushq	%rcx
+	pushq	\rax
+	pushq	%r8
+	pushq	%r9
+	pushq	%r10
+	pushq	%r11
+	pushq	%rbx
+	pushq	%rbp
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+.endm
+
+.macro POP_REGS
+	popq	%r15
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbp
+	popq	%rbx
+	popq	%r11
+	popq	%r10
+	popq	%r9
+	popq	%r8
+	popq	%rax
+	popq	%rcx
+	popq	%rdx
+	popq	%rsi
+	popq	%rdi
+.endm
+
+	.section .text.entry, "ax"
+
+/* The lab loads the image and starts here with interrupts off. */
+	.globl _start
+_start:
+	leaq	task_stacks+0x4000(%rip), %rsp	/* the idle task's stack */
+	xorl	%ebp, %ebp
+	call	start_kernel
+1:	hlt
+	jmp	1b
+
+/* System call entry.  The lab emulates the SYSCALL instruction the way the CPU
+ * does it (rcx = return address, r11 = rflags, IF cleared) and jumps here; the
+ * user stack is still live, so switch to the task's kernel stack first. */
+	.globl entry_SYSCALL_64
+entry_SYSCALL_64:
+	movq	%rsp, cpu_user_rsp(%rip)
+	movq	current_task(%rip), %rsp
+	movq	TASK_stack_top(%rsp), %rsp
+	pushq	$USER_DS
+	pushq	cpu_user_rsp(%rip)
+	pushq	%r11
+	pushq	$USER_CS
+	pushq	%rcx
+	pushq	%rax			/* orig_ax: the system call number */
+	PUSH_REGS rax=$-ENOSYS
+	movq	%rsp, %rdi
+	call	do_syscall_64
+	jmp	restore_regs_and_return
+
+/* Interrupt entry.  The lab delivers the timer interrupt between two slices
+ * as the CPU would: it picks the stack (the task's kernel stack when user mode
+ * was interrupted), pushes ss, sp, flags, cs, ip, clears IF and jumps here. */
+	.globl common_interrupt
+common_interrupt:
+	pushq	$-1			/* orig_ax: not a system call */
+	PUSH_REGS
+	movq	%rsp, %rdi
+	call	do_IRQ
+	/* fall through */
+
+/* The one way back to an interrupted context, user or kernel.  It stands in
+ * for IRETQ, which Unicorn would only execute with a GDT behind it: copy ip
+ * and flags (and a scratch register) just below the target stack pointer,
+ * switch to it, then popfq; ret.  Nothing else may sit below the target sp:
+ * the firmware and its user programs are built with -mno-red-zone. */
+	.globl restore_regs_and_return
+restore_regs_and_return:
+	POP_REGS
+	addq	$8, %rsp		/* orig_ax; now ip cs flags sp ss */
+	pushq	%rcx
+	pushq	%rbx
+	pushq	%rax			/* rax rbx rcx ip cs flags sp ss */
+	movq	24(%rsp), %rax		/* ip */
+	movq	40(%rsp), %rbx		/* flags */
+	movq	48(%rsp), %rcx		/* target sp */
+	movq	%rax, -8(%rcx)
+	movq	%rbx, -16(%rcx)
+	movq	16(%rsp), %rax		/* the interrupted rcx */
+	movq	%rax, -24(%rcx)
+	movq	(%rsp), %rax
+	movq	8(%rsp), %rbx
+	leaq	-24(%rcx), %rsp
+	popq	%rcx
+	popfq
+	.globl return_to_interrupted
+return_to_interrupted:
+	ret
+
+/* void __switch_to_asm(struct task_struct *prev, struct task_struct *next)
+ * Called with interrupts off.  Saves the callee-saved registers and flags on
+ * prev's stack and resumes next where it last called this. */
+	.globl __switch_to_asm
+__switch_to_asm:
+	pushfq
+	pushq	%rbp
+	pushq	%rbx
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+	movq	%rsp, TASK_thread_sp(%rdi)
+	movq	TASK_thread_sp(%rsi), %rsp
+	popq	%r15
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbx
+	popq	%rbp
+	popfq
+	ret
+
+/* A new task's first switch returns here (kthread_create and user_task_create
+ * build the frame): rbx = thread function (0 for a user task), r12 = argument. */
+	.globl ret_from_fork
+ret_from_fork:
+	call	schedule_tail
+	testq	%rbx, %rbx
+	jz	1f
+	movq	%r12, %rdi
+	call	*%rbx
+	movl	%eax, %edi
+	call	do_exit
+1:	movq	%rsp, %rdi		/* user task: pt_regs sits on top */
+	call	irqentry_exit_to_user_mode
+	jmp	restore_regs_and_return
+
+/* After an oops the lab points the dead task here on a fresh stack. */
+	.globl rewind_stack_and_make_dead
+rewind_stack_and_make_dead:
+	movq	current_task(%rip), %rsp
+	movq	TASK_stack_top(%rsp), %rsp
+	subq	$256, %rsp
+	xorl	%ebp, %ebp
+	call	make_task_dead
+2:	hlt
+	jmp	2b
+
+	.section .bss
+	.balign 16
+	.globl cpu_user_rsp
+cpu_user_rsp:
+	.quad 0

@@ -1,0 +1,101 @@
+/* entry_common.c - the C half of system call and interrupt entry and exit:
+ * the exit work (reschedule, signals, the kGraft safe point) that every
+ * return to user mode passes, as in Linux's kernel/entry/common.c. */
+#include "kernel.h"
+
+typedef long (*syscall_fn_t)(struct pt_regs *regs);
+extern const syscall_fn_t sys_call_table[NR_syscalls];
+void do_signal(struct pt_regs *regs);
+
+/* The exit work loop.  Runs with interrupts on; the last check is made with
+ * them off so nothing can slip in between it and the return to user mode. */
+static notrace void exit_to_user_mode_loop(struct pt_regs *regs)
+{
+	for (;;) {
+		local_irq_save();
+		if (READ_ONCE(need_resched)) {
+			schedule();
+			local_irq_enable();
+			continue;
+		}
+		if (current->thread_flags & TIF_SIGPENDING) {
+			local_irq_enable();
+			do_signal(regs);
+			continue;
+		}
+		break;
+	}
+	/* The kernel/user boundary: user threads' safe point.  kGraft checks
+	 * TIF_KGR_IN_PROGRESS among the exit work flags in the same place. */
+	if (current->kgr_in_progress)
+		kgr_user_safe();
+}
+
+notrace void syscall_exit_to_user_mode(struct pt_regs *regs)
+{
+	current->in_syscall = 0;
+	exit_to_user_mode_loop(regs);
+}
+
+notrace void irqentry_exit_to_user_mode(struct pt_regs *regs)
+{
+	exit_to_user_mode_loop(regs);
+}
+
+notrace void do_syscall_64(struct pt_regs *regs)
+{
+	unsigned long nr = regs->orig_ax;
+
+	local_irq_enable();
+	current->in_syscall = 1;
+	current->nr_syscalls++;
+	check_fault_injection();
+	if (nr < NR_syscalls && sys_call_table[nr])
+		regs->ax = sys_call_table[nr](regs);
+	else
+		regs->ax = -ENOSYS;
+	syscall_exit_to_user_mode(regs);
+}
+
+int irq_depth;
+u8 kgr_irq_in_progress;
+
+static notrace void irq_enter(void)
+{
+	irq_depth++;
+}
+
+/* Interrupt exit: the safe point of the interrupt context, which keeps a
+ * universe flag of its own (kGraft's per-CPU kgr_irq_use_new). */
+static notrace void irq_exit(void)
+{
+	if (kgr_irq_in_progress)
+		kgr_irq_safe();
+	irq_depth--;
+}
+
+notrace void do_IRQ(struct pt_regs *regs)
+{
+	irq_enter();
+	timer_interrupt(regs);
+	irq_exit();
+	if (user_mode(regs))
+		irqentry_exit_to_user_mode(regs);
+	else if (READ_ONCE(need_resched) && (regs->flags & X86_EFLAGS_IF))
+		preempt_schedule_irq();
+}
+
+/* Linux's fault-injection hook (should_fail()): the lab sets make_it_fail in
+ * a task struct and the task takes a real fault the next time it passes. */
+unsigned long fault_inject_address = 0x10;	/* in the unmapped first page */
+
+static __noinline void fault_inject_crash(void)
+{
+	*(volatile unsigned long *)READ_ONCE(fault_inject_address) = 0xdead;
+}
+
+void check_fault_injection(void)
+{
+	if (unlikely(current->make_it_fail))
+		fault_inject_crash();
+}

@@ -1,0 +1,279 @@
+/* kernel.h - the tiny kernel's types, task structure and common helpers. */
+#ifndef _LAB_KERNEL_H
+#define _LAB_KERNEL_H
+
+#include "uapi.h"
+#include "hypercall.h"
+
+typedef unsigned long size_t;
+typedef long ssize_t;
+typedef unsigned char u8;
+typedef unsigned int u32;
+typedef unsigned long u64;
+typedef _Bool bool;
+#define true 1
+#define false 0
+#define NULL ((void *)0)
+
+#define notrace __attribute__((no_instrument_function))
+#define __noinline __attribute__((noinline))
+#define __used __attribute__((used))
+#define __init
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define offsetof(t, m) __builtin_offsetof(t, m)
+#define barrier() asm volatile("" ::: "memory")
+#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile __typeof__(x) *)&(x) = (v))
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Memory layout (kernel.ld places the image; these are the regions around it). */
+#define USER_STACKS_TOP   0x00600000UL  /* user stacks grow down from here */
+#define USER_STACK_SIZE   0x8000UL
+#define KSTACK_SIZE       0x4000UL
+
+#define USER_CS 0x33   /* RPL 3: the entry code tests the low bits, as Linux does */
+#define USER_DS 0x2b
+#define KERNEL_CS 0x10
+#define KERNEL_DS 0x18
+#define X86_EFLAGS_IF 0x200UL
+
+/* printk levels, as Linux spells them. */
+#define KERN_SOH "\001"
+#define KERN_ERR   KERN_SOH "3"
+#define KERN_WARNING KERN_SOH "4"
+#define KERN_INFO  KERN_SOH "6"
+#define KERN_DEBUG KERN_SOH "7"
+
+/* ---- registers as the entry code saves them (Linux's struct pt_regs order) ---- */
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx;
+	unsigned long r11, r10, r9, r8, ax, cx, dx, si, di;
+	unsigned long orig_ax;
+	/* the interrupt frame */
+	unsigned long ip, cs, flags, sp, ss;
+};
+
+static inline bool user_mode(struct pt_regs *regs) { return (regs->cs & 3) == 3; }
+
+/* ---- wait queues ---- */
+struct task_struct;
+struct wait_queue_entry {
+	struct task_struct *task;
+	struct wait_queue_entry *next;
+	bool queued;
+};
+struct wait_queue_head {
+	struct wait_queue_entry *head;
+};
+#define DECLARE_WAIT_QUEUE_HEAD(name) struct wait_queue_head name = { NULL }
+
+/* ---- files ---- */
+struct file;
+struct file_operations {
+	ssize_t (*read)(struct file *f, char *buf, size_t len);
+	ssize_t (*write)(struct file *f, const char *buf, size_t len);
+	void (*release)(struct file *f);
+};
+struct file {
+	const struct file_operations *f_op;
+	void *private_data;
+	unsigned long pos;
+	int refs;
+	bool in_use;
+};
+#define NR_OPEN 8
+
+/* ---- credentials ---- */
+struct cred {
+	unsigned int uid;
+	unsigned long cap_effective;
+};
+struct user_namespace { int level; };
+extern struct user_namespace init_user_ns;
+
+/* ---- tasks ---- */
+enum task_state {
+	TASK_UNUSED = 0,
+	TASK_RUNNING = 1,
+	TASK_INTERRUPTIBLE = 2,
+	TASK_DEAD = 3,
+};
+
+#define PF_KTHREAD    0x1
+#define PF_FREEZABLE  0x2
+#define PF_IDLE       0x4
+#define PF_WQ_WORKER  0x8   /* runs kthread_worker_fn */
+#define PF_OOPSED     0x10
+
+#define TIF_SIGPENDING    0x1
+#define TIF_NEED_RESCHED  0x2
+
+struct k_sigaction {
+	unsigned long handler;
+	unsigned long flags;
+	unsigned long restorer;
+};
+
+struct thread_struct {
+	unsigned long sp;   /* saved kernel stack pointer while switched out */
+};
+
+#define TASK_COMM_LEN 16
+#define NR_TASKS 16
+
+struct task_struct {
+	int tid;
+	int state;                  /* enum task_state */
+	unsigned int flags;         /* PF_* */
+	unsigned int thread_flags;  /* TIF_* */
+	/* kGraft: set for every task when a transition starts, cleared at the task's
+	 * safe point (kGraft's TIF_KGR_IN_PROGRESS; a byte of its own so the
+	 * trampoline tests it with one instruction). */
+	u8 kgr_in_progress;
+	u8 make_it_fail;            /* fault injection, as Linux's task->make_it_fail */
+	u8 in_syscall;
+	u8 pad0;
+	int exit_code;
+	unsigned long sig_pending;  /* bitmask of real, queued signals */
+	struct k_sigaction sighand[NSIG];
+	unsigned long stack_top;    /* top of the kernel stack */
+	struct thread_struct thread;
+	unsigned long wakeup_at;    /* jiffies when schedule_timeout() expires; 0: none */
+	struct cred *cred;
+	struct file *files[NR_OPEN];
+	/* progress counters, read by the lab */
+	unsigned long nr_syscalls;
+	unsigned long nr_switches;
+	unsigned long nr_iterations;
+	unsigned long nr_signals;
+	char comm[TASK_COMM_LEN];
+};
+
+extern struct task_struct tasks[NR_TASKS];
+extern struct task_struct *current_task;
+#define current current_task
+extern volatile unsigned long jiffies;
+extern int irq_depth;
+extern u8 kgr_irq_in_progress;
+extern int need_resched;
+
+/* ---- interrupts ---- */
+static inline __attribute__((always_inline)) unsigned long local_irq_save(void)
+{
+	unsigned long flags;
+	asm volatile("pushfq; popq %0; cli" : "=r"(flags) :: "memory");
+	return flags;
+}
+static inline __attribute__((always_inline)) void local_irq_restore(unsigned long flags)
+{
+	if (flags & X86_EFLAGS_IF)
+		asm volatile("sti" ::: "memory");
+}
+static inline __attribute__((always_inline)) void local_irq_enable(void)
+{
+	asm volatile("sti" ::: "memory");
+}
+static inline __attribute__((always_inline)) void cpu_relax(void)
+{
+	asm volatile("pause" ::: "memory");
+}
+
+/* ---- lib ---- */
+void *memcpy(void *d, const void *s, size_t n);
+void *memset(void *d, int c, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+char *strscpy(char *d, const char *s, size_t n);
+const char *strstr_word(const char *hay, const char *key);
+int vsnprintf(char *buf, size_t size, const char *fmt, __builtin_va_list ap);
+int snprintf(char *buf, size_t size, const char *fmt, ...);
+unsigned long simple_strtoul(const char *s, const char **end);
+
+/* ---- printk ---- */
+int printk(const char *fmt, ...);
+#define pr_info(fmt, ...) printk(KERN_INFO fmt, ##__VA_ARGS__)
+#define pr_err(fmt, ...)  printk(KERN_ERR fmt, ##__VA_ARGS__)
+#define BUG_ON(c) do { if (unlikely(c)) panic("BUG at " __FILE__ ":" _STR(__LINE__)); } while (0)
+#define _STR(x) _STR2(x)
+#define _STR2(x) #x
+void panic(const char *msg) __attribute__((noreturn));
+
+/* ---- sched ---- */
+void schedule(void);
+void preempt_schedule_irq(void);
+long schedule_timeout(unsigned long ticks);
+int wake_up_process(struct task_struct *p);
+void wake_up(struct wait_queue_head *wq);
+void prepare_to_wait(struct wait_queue_head *wq, struct wait_queue_entry *w, int state);
+void finish_wait(struct wait_queue_head *wq, struct wait_queue_entry *w);
+void set_current_state(int state);
+struct task_struct *kthread_create(int (*fn)(void *), void *arg, const char *name, unsigned int flags);
+struct task_struct *user_task_create(void (*entry)(void), const char *name);
+void do_exit(int code) __attribute__((noreturn));
+bool kthread_should_stop(void);
+void cpu_idle(void) __attribute__((noreturn));
+struct task_struct *find_task(int tid);
+
+static inline bool signal_pending(struct task_struct *p)
+{
+	return READ_ONCE(p->thread_flags) & TIF_SIGPENDING;
+}
+
+/* Sleep until cond is true; a pending signal (real or kGraft's fake one) ends
+ * the wait with -ERESTARTSYS, so the system call is restarted or fails with
+ * -EINTR as do_signal() decides. */
+#define wait_event_interruptible(wq, cond)				\
+({									\
+	long __ret = 0;							\
+	struct wait_queue_entry __wait = { current, NULL, false };	\
+	for (;;) {							\
+		prepare_to_wait(&(wq), &__wait, TASK_INTERRUPTIBLE);	\
+		if (cond)						\
+			break;						\
+		if (signal_pending(current)) {				\
+			__ret = -ERESTARTSYS;				\
+			break;						\
+		}							\
+		schedule();						\
+	}								\
+	finish_wait(&(wq), &__wait);					\
+	__ret;								\
+})
+
+/* ---- signals and entry ---- */
+void syscall_exit_to_user_mode(struct pt_regs *regs);
+void irqentry_exit_to_user_mode(struct pt_regs *regs);
+int send_signal(struct task_struct *p, int sig);
+void signal_wake_up(struct task_struct *p);
+long sys_rt_sigreturn(struct pt_regs *regs);
+
+/* ---- files ---- */
+int fd_install(struct task_struct *p, struct file *f);
+struct file *fget(int fd);
+struct file *alloc_file(const struct file_operations *fops, void *priv);
+void fput(struct file *f);
+struct file *proc_open(const char *path);
+int do_pipe(int fds[2]);
+extern const struct file_operations console_fops;
+
+/* ---- misc subsystems ---- */
+bool capable(int cap);
+bool ns_capable(struct user_namespace *ns, int cap);
+extern char saved_command_line[256];
+extern char utsname_nodename[65];
+unsigned long kallsyms_lookup_name(const char *name);
+bool try_to_freeze(void);
+void kgr_task_safe(void);
+void kgr_irq_safe(void);
+void kgr_user_safe(void);
+void timer_interrupt(struct pt_regs *regs);
+void check_fault_injection(void);
+const char *cmdline_get(const char *key);
+
+/* copy to/from user: no MMU, so these are plain copies with a range check */
+bool access_ok(const void *p, size_t len);
+long copy_to_user(void *to, const void *from, size_t n);
+long copy_from_user(void *to, const void *from, size_t n);
+
+#endif

@@ -1,0 +1,36 @@
+/* kgraft.h - what a live patch module includes: the patch description and
+ * kgr_patch_kernel(), in the shape of kGraft's <linux/kgraft.h>. */
+#ifndef _LAB_KGRAFT_H
+#define _LAB_KGRAFT_H
+
+#define KGR_SAFE_SYSCALL_EXIT 1
+#define KGR_SAFE_FREEZER      2
+#define KGR_SAFE_TASK         3   /* kgr_task_safe() */
+#define KGR_SAFE_WORKER       4   /* the kthread_worker loop */
+#define KGR_SAFE_IRQ          5   /* interrupt exit */
+
+struct kgr_patch_fun {
+	const char *name;        /* the function to replace, by symbol name */
+	const void *new_fun;     /* its replacement in this module */
+	int abort_if_missing;    /* refuse the whole patch if name is not found */
+};
+
+#define KGR_PATCH_MAX_FUNS 16
+
+struct kgr_patch {
+	const char *name;
+	void *owner;
+	int replace_all;         /* a cumulative patch replacing every older one */
+	struct kgr_patch_fun patches[KGR_PATCH_MAX_FUNS];
+};
+
+#define THIS_MODULE ((void *)0)
+#define KGR_PATCH(_name, _new_fun, _abort) \
+	{ .name = #_name, .new_fun = _new_fun, .abort_if_missing = _abort }
+#define KGR_PATCH_END { .name = (const char *)0 }
+
+int kgr_patch_kernel(struct kgr_patch *patch);
+void kgr_patch_remove(struct kgr_patch *patch);
+unsigned long kallsyms_lookup_name(const char *name);
+
+#endif

@@ -1,0 +1,67 @@
+/* kgraft.c - the kGraft safe points inside the kernel, and the entry points a
+ * patch module calls (kgr_patch_kernel(), kallsyms_lookup_name()).
+ *
+ * The universe flag lives in the task struct; the lab sets it for every task
+ * when a transition starts and the task clears it here, at a safe point, then
+ * tells the lab which safe point it was so the move can be reported.
+ * The safe-point kinds are exported to the lab as KGR_SAFE_* symbols.
+ */
+#include "kernel.h"
+#include "kgraft.h"
+
+static notrace void kgr_mark_task_safe(int kind)
+{
+	current->kgr_in_progress = 0;
+	hypercall2(HC_KGR_SAFE, current->tid, kind);
+}
+
+/* The annotation for kernel threads that never freeze (kGraft's note on
+ * kernel threads): put it where the thread holds no kernel state, typically
+ * inside its wait_event_interruptible() condition. */
+notrace void kgr_task_safe(void)
+{
+	if (unlikely(current->kgr_in_progress))
+		kgr_mark_task_safe(KGR_SAFE_TASK);
+}
+
+notrace void kgr_user_safe(void)
+{
+	kgr_mark_task_safe(KGR_SAFE_SYSCALL_EXIT);
+}
+
+notrace void kgr_worker_safe(void)
+{
+	if (unlikely(current->kgr_in_progress))
+		kgr_mark_task_safe(KGR_SAFE_WORKER);
+}
+
+notrace void kgr_freezer_safe(void)
+{
+	if (unlikely(current->kgr_in_progress))
+		kgr_mark_task_safe(KGR_SAFE_FREEZER);
+}
+
+notrace void kgr_irq_safe(void)
+{
+	kgr_irq_in_progress = 0;
+	hypercall2(HC_KGR_SAFE, -1, KGR_SAFE_IRQ);
+}
+
+/* Hands the patch description to the lab's kGraft core, which resolves the
+ * functions, writes the trampolines and pads and starts the transition. */
+int kgr_patch_kernel(struct kgr_patch *patch)
+{
+	return (int)hypercall1(HC_KGR_PATCH, patch);
+}
+
+void kgr_patch_remove(struct kgr_patch *patch)
+{
+	hypercall1(HC_KGR_UNPATCH, patch);
+}
+
+/* Every symbol of the kernel, static ones too, as /proc/kallsyms has them.
+ * The table is the image's own symbol table, which the lab holds. */
+unsigned long kallsyms_lookup_name(const char *name)
+{
+	return (unsigned long)hypercall1(HC_KALLSYMS_LOOKUP, name);
+}

@@ -1,0 +1,97 @@
+/* programs.c - the user programs of the workloads. */
+#include "ulib.h"
+
+/* Sets the host name and reads it back, over and over: sethostname() reaches
+ * capable(CAP_SYS_ADMIN) in the kernel. */
+void user_cap_main(void)
+{
+	char name[16], back[65];
+	unsigned long i;
+
+	for (i = 0;; i++) {
+		char *p = ustpcpy(name, "lab-");
+		ultoa(p, i % 100);
+		if (sethostname(name, ustrlen(name)) != 0)
+			uputs("sethostname failed");
+		if (gethostname(back, sizeof(back)) != 0 || !ustreq(back, name))
+			uputs("hostname mismatch");
+		user_work(i, 150);
+	}
+}
+
+/* Reads /proc/cmdline again and again, printing it whenever it changes: the
+ * way to see a patched show function from user space. */
+void user_cat_main(void)
+{
+	static char last[256], buf[256];
+
+	for (;;) {
+		long fd = open("/proc/cmdline", O_RDONLY), n;
+		char line[300];
+
+		if (fd < 0) {
+			uputs("open /proc/cmdline failed");
+			exit(1);
+		}
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n < 0)
+			n = 0;
+		buf[n] = 0;
+		if (n && buf[n - 1] == '\n')
+			buf[n - 1] = 0;
+		if (!ustreq(buf, last)) {
+			ustpcpy(ustpcpy(line, "/proc/cmdline: "), buf);
+			uputs(line);
+			ustpcpy(last, buf);
+		}
+		user_work(n, 400);
+	}
+}
+
+static volatile int signals_seen;
+
+static void on_signal(int sig)
+{
+	char line[48];
+
+	signals_seen++;
+	ultoa(ustpcpy(line, "caught signal "), sig);
+	uputs(line);
+}
+
+/* The eternal sleeper: reads an empty pipe whose write end it holds itself,
+ * so no data ever comes.  SIGUSR1 has SA_RESTART (the read is restarted after
+ * the handler), SIGUSR2 has not (the read fails with -EINTR). */
+void user_reader_main(void)
+{
+	int fds[2];
+	char buf[32], line[64];
+
+	sigaction(SIGUSR1, on_signal, SA_RESTART);
+	sigaction(SIGUSR2, on_signal, 0);
+	if (pipe(fds) != 0) {
+		uputs("pipe failed");
+		exit(1);
+	}
+	for (;;) {
+		long n = read(fds[0], buf, sizeof(buf));
+
+		ultoa(ustpcpy(line, "read returned "), n);
+		uputs(line);
+	}
+}
+
+/* Calls sethostname() as fast as it can. */
+void user_hammer_main(void)
+{
+	unsigned long i;
+	char name[8] = "h-0";
+
+	for (i = 0;; i++) {
+		name[2] = '0' + i % 10;
+		if (sethostname(name, 3) != 0)
+			uputs("sethostname failed");
+		user_work(i, 20);
+	}
+}
