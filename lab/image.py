@@ -1,0 +1,234 @@
+"""image - the kernel ELF as the lab reads it: segments, symbols (kallsyms), fentry pads, constants."""
+from __future__ import annotations
+
+import bisect
+import pathlib
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+
+import lief
+
+from .errors import ImageError
+
+lief.logging.disable()
+
+FIRMWARE_DIR = pathlib.Path(__file__).resolve().parent.parent / "firmware"
+DEFAULT_IMAGE = FIRMWARE_DIR / "kernel.elf"
+PAD_BYTES = bytes.fromhex("0f1f440000")  # nopl 0x0(%rax,%rax,1): what -mnop-mcount writes
+PAD_SIZE = len(PAD_BYTES)
+_SHN_ABS = 0xFFF1
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    address: int
+    size: int
+    kind: str  # "func", "object", "abs" or "other"
+    local: bool
+
+    def __contains__(self, address):
+        return self.address <= address < self.address + max(self.size, 1)
+
+
+@dataclass(frozen=True)
+class Pad:
+    """A function's fentry pad, as listed in __mcount_loc."""
+
+    address: int
+    function: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    address: int
+    data: bytes
+    memsize: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+
+
+class Image:
+    """A kernel image built for ftrace.  Open one with Image.load(path)."""
+
+    def __init__(self, path, binary):
+        self.path = pathlib.Path(path)
+        self._bin = binary
+        self.segments = tuple(
+            Segment(s.virtual_address, bytes(s.content), s.virtual_size)
+            for s in binary.segments
+            if s.type == lief.ELF.Segment.TYPE.LOAD
+        )
+        self.entry = binary.entrypoint
+        syms = []
+        for s in binary.symtab_symbols:
+            if not s.name or s.type in (lief.ELF.Symbol.TYPE.FILE, lief.ELF.Symbol.TYPE.SECTION):
+                continue
+            if s.shndx == _SHN_ABS:
+                kind = "abs"
+            elif s.type == lief.ELF.Symbol.TYPE.FUNC:
+                kind = "func"
+            elif s.type == lief.ELF.Symbol.TYPE.OBJECT:
+                kind = "object"
+            else:
+                kind = "other"
+            syms.append(Symbol(s.name, s.value, s.size, kind, s.binding == lief.ELF.Symbol.BINDING.LOCAL))
+        self.symbols = tuple(syms)
+        self._by_name = {}
+        for s in syms:
+            # kallsyms_lookup_name() semantics: the first symbol of that name wins
+            self._by_name.setdefault(s.name, s)
+        funcs = sorted((s for s in syms if s.kind == "func"), key=lambda s: s.address)
+        self._funcs = funcs
+        self._func_addrs = [s.address for s in funcs]
+        self.pads = self._read_pads()
+        self._pad_by_func = {p.function: p for p in self.pads}
+
+    @classmethod
+    def load(cls, path=None):
+        path = pathlib.Path(path or DEFAULT_IMAGE)
+        if not path.is_file():
+            raise ImageError(f"{path}: no such file; build it with `make -C firmware` or pass an existing kernel image")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"\x7fELF":
+            raise ImageError(f"{path}: not an ELF file; pass the kernel image built in firmware/ (kernel.elf)")
+        binary = lief.parse(str(path))
+        if binary is None or not isinstance(binary, lief.ELF.Binary):
+            raise ImageError(f"{path}: could not be parsed as ELF; rebuild it with `make -C firmware`")
+        if binary.header.machine_type != lief.ELF.ARCH.X86_64:
+            raise ImageError(f"{path}: is not an x86-64 ELF; the lab runs x86-64 kernels only")
+        if binary.header.file_type != lief.ELF.Header.FILE_TYPE.EXEC:
+            raise ImageError(f"{path}: is not a linked executable; pass a kernel image, not an object file")
+        if binary.get_section("__mcount_loc") is None:
+            raise ImageError(
+                f"{path}: has no __mcount_loc section, so it has no ftrace pads; "
+                "build it with -pg -mfentry -mnop-mcount -mrecord-mcount (see firmware/Makefile)"
+            )
+        return cls(path, binary)
+
+    def _read_pads(self):
+        sec = self._bin.get_section("__mcount_loc")
+        data = bytes(sec.content)
+        pads = []
+        for (addr,) in struct.iter_unpack("<Q", data):
+            func = self.function_at(addr)
+            if func is None or func.address != addr:
+                raise ImageError(f"{self.path}: __mcount_loc lists {addr:#x}, which is not a function entry")
+            pads.append(Pad(addr, func.name))
+        return tuple(sorted(pads, key=lambda p: p.address))
+
+    # ---- symbols ----
+    def lookup(self, name):
+        """The symbol called name, or None."""
+        return self._by_name.get(name)
+
+    def symbol(self, name):
+        """The symbol called name; ImageError naming close matches if absent."""
+        sym = self._by_name.get(name)
+        if sym is None:
+            close = sorted(n for n in self._by_name if name.lower() in n.lower())[:5]
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `lab symbols` lists them"
+            raise ImageError(f"no symbol {name!r} in {self.path.name}{hint}")
+        return sym
+
+    def function(self, name):
+        sym = self.symbol(name)
+        if sym.kind != "func":
+            raise ImageError(f"{name!r} in {self.path.name} is not a function (it is {sym.kind})")
+        return sym
+
+    def address(self, name):
+        return self.symbol(name).address
+
+    def const(self, name):
+        """A constant the firmware exports as an absolute symbol (asm-offsets.c)."""
+        sym = self._by_name.get(name)
+        if sym is None or sym.kind != "abs":
+            raise ImageError(f"{self.path.name} does not export the constant {name}; rebuild it from firmware/")
+        return sym.address
+
+    def function_at(self, address):
+        """The function whose body holds address, or None."""
+        i = bisect.bisect_right(self._func_addrs, address) - 1
+        if i >= 0 and address in self._funcs[i]:
+            return self._funcs[i]
+        return None
+
+    def symbolize(self, address):
+        func = self.function_at(address)
+        if func is None:
+            return f"{address:#x}"
+        off = address - func.address
+        return func.name if off == 0 else f"{func.name}+{off:#x}"
+
+    @property
+    def functions(self):
+        return tuple(self._funcs)
+
+    # ---- pads ----
+    def pad(self, function):
+        """The pad of function, or None if it has none (notrace)."""
+        return self._pad_by_func.get(function)
+
+    # ---- contents ----
+    def read(self, address, size):
+        for seg in self.segments:
+            if seg.address <= address and address + size <= seg.address + seg.memsize:
+                off = address - seg.address
+                chunk = seg.data[off:off + size]
+                return chunk + bytes(size - len(chunk))
+        raise ImageError(f"{address:#x}..{address + size:#x} is not inside {self.path.name}")
+
+    def cstring(self, address, limit=512):
+        data = self.read(address, 1)
+        out = bytearray()
+        while data != b"\0" and len(out) < limit:
+            out += data
+            address += 1
+            data = self.read(address, 1)
+        return out.decode("utf-8", "replace")
+
+    @cached_property
+    def source_hash(self):
+        """The hash of the sources the image says it was built from (its .note.lab), or None."""
+        sec = self._bin.get_section(".note.lab")
+        if sec is None:
+            return None
+        data = bytes(sec.content)
+        namesz, descsz, _type = struct.unpack_from("<III", data)
+        off = 12 + ((namesz + 3) & ~3)
+        return data[off:off + descsz].decode("ascii")
+
+    @cached_property
+    def workloads(self):
+        base = self.address("workloads")
+        count = struct.unpack("<i", self.read(self.address("nr_workloads"), 4))[0]
+        size = self.const("WORKLOAD_SIZE")
+        out = []
+        for i in range(count):
+            rec = base + i * size
+            name = struct.unpack("<Q", self.read(rec + self.const("WORKLOAD_name"), 8))[0]
+            desc = struct.unpack("<Q", self.read(rec + self.const("WORKLOAD_description"), 8))[0]
+            out.append(Workload(self.cstring(name), self.cstring(desc)))
+        return tuple(out)
+
+    def workload(self, name):
+        for w in self.workloads:
+            if w.name == name:
+                return w
+        names = ", ".join(w.name for w in self.workloads)
+        raise ImageError(f"no workload {name!r} in {self.path.name}; choose one of: {names}")
+
+    @cached_property
+    def user_range(self):
+        return self.address("__user_start"), self.address("__user_end")
+
+    def in_user(self, address):
+        lo, hi = self.user_range
+        return lo <= address < hi

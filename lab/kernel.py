@@ -1,0 +1,448 @@
+"""kernel - the emulated kernel as the lab drives and sees it: tasks, slices, timer ticks, signals, oopses.
+
+The kernel schedules itself (schedule() and __switch_to_asm in the firmware);
+the lab runs it in slices of instructions and delivers the timer tick between
+two slices, as a timer chip would.  Task objects are views of the task structs
+in emulated memory, never copies.
+"""
+from __future__ import annotations
+
+import enum
+import random
+
+from . import events as ev
+from .disasm import disassemble
+from .errors import KernelError, KernelPanic, MachineFault
+
+DEFAULT_QUANTUM = 20_000
+SIGNAL_NAMES = {2: "SIGINT", 9: "SIGKILL", 10: "SIGUSR1", 12: "SIGUSR2", 15: "SIGTERM"}
+_STALL_CHUNK = 128          # instructions run at a time while the tick waits for IF
+_LOCKUP_QUANTA = 50         # interrupts off this long is a soft lockup
+_SCHEDULER_FUNCS = {"schedule", "__switch_to_asm", "preempt_schedule_irq", "schedule_timeout"}
+
+
+class TaskState(enum.Enum):
+    UNUSED = "unused"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    DEAD = "dead"
+
+
+class Task:
+    """A view of one task struct in emulated memory."""
+
+    def __init__(self, kernel, tid):
+        self._k = kernel
+        self._m = kernel.machine
+        self.tid = tid
+        self.base = kernel.tasks_base + tid * kernel.c["TASK_SIZE"]
+
+    def _field(self, name):
+        return self.base + self._k.c["TASK_" + name]
+
+    @property
+    def name(self):
+        return self._m.cstring(self._field("comm"), self._k.c["TASK_COMM_SIZE"])
+
+    @property
+    def flags(self):
+        return self._m.u32(self._field("flags"))
+
+    @property
+    def kind(self):
+        return "kthread" if self.flags & self._k.c["PF_KTHREAD_FLAG"] else "user"
+
+    @property
+    def is_idle(self):
+        return bool(self.flags & self._k.c["PF_IDLE_FLAG"])
+
+    @property
+    def oopsed(self):
+        return bool(self.flags & self._k.c["PF_OOPSED_FLAG"]) or self.tid in self._k.oopsed
+
+    @property
+    def state(self):
+        raw = self._m.i32(self._field("state"))
+        c = self._k.c
+        return {
+            c["TASK_STATE_UNUSED"]: TaskState.UNUSED,
+            c["TASK_STATE_RUNNING"]: TaskState.RUNNING,
+            c["TASK_STATE_INTERRUPTIBLE"]: TaskState.SLEEPING,
+            c["TASK_STATE_DEAD"]: TaskState.DEAD,
+        }[raw]
+
+    @property
+    def kgr_in_progress(self):
+        return bool(self._m.u8(self._field("kgr_in_progress")))
+
+    @kgr_in_progress.setter
+    def kgr_in_progress(self, value):
+        self._m.set_u8(self._field("kgr_in_progress"), 1 if value else 0)
+
+    @property
+    def make_it_fail(self):
+        return bool(self._m.u8(self._field("make_it_fail")))
+
+    @property
+    def in_syscall(self):
+        return bool(self._m.u8(self._field("in_syscall")))
+
+    @property
+    def exit_code(self):
+        return self._m.i32(self._field("exit_code"))
+
+    @property
+    def stack_top(self):
+        return self._m.u64(self._field("stack_top"))
+
+    def _counter(self, name):
+        return self._m.u64(self._field(name))
+
+    @property
+    def syscalls(self):
+        return self._counter("nr_syscalls")
+
+    @property
+    def switches(self):
+        return self._counter("nr_switches")
+
+    @property
+    def iterations(self):
+        return self._counter("nr_iterations")
+
+    @property
+    def signals(self):
+        return self._counter("nr_signals")
+
+    @property
+    def is_current(self):
+        return self._k.current == self.tid
+
+    def stack(self, limit=16):
+        """The kernel call chain of a task that is switched out, innermost
+        first, unwound through its frame pointers (the firmware keeps them)."""
+        if self.is_current or self.state in (TaskState.UNUSED, TaskState.DEAD):
+            return []
+        m, img = self._m, self._k.image
+        sp = m.u64(self._field("thread_sp"))
+        # the frame __switch_to_asm pushed: r15 r14 r13 r12 rbx rbp flags, return address
+        rbp, ret = m.u64(sp + 5 * 8), m.u64(sp + 7 * 8)
+        chain = [ret]
+        lo, hi = self.stack_top - self._k.c["KSTACK_SIZE_BYTES"], self.stack_top
+        while len(chain) < limit and lo <= rbp < hi - 16:
+            ret = m.u64(rbp + 8)
+            if img.function_at(ret) is None:
+                break
+            chain.append(ret)
+            rbp = m.u64(rbp)
+        return chain
+
+    def sleeps_in(self):
+        """The function a sleeping task waits in: the first frame that is not the scheduler's."""
+        for addr in self.stack():
+            func = self._k.image.function_at(addr)
+            if func and func.name not in _SCHEDULER_FUNCS:
+                return func.name
+        return None
+
+    def __repr__(self):
+        return f"<Task {self.tid} {self.name} {self.kind} {self.state.value}>"
+
+
+class Kernel:
+    """Boots an image on a machine and runs it slice by slice."""
+
+    def __init__(self, image, machine, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline=""):
+        if quantum < 1000:
+            raise KernelError(f"quantum {quantum} is too small; use at least 1000 instructions")
+        image.workload(workload)  # refuses an unknown workload with the list of known ones
+        self.image = image
+        self.machine = machine
+        self.workload = workload
+        self.seed = seed
+        self.quantum = quantum
+        self.cmdline = f"workload={workload}" + (f" {cmdline}" if cmdline else "")
+        self.log = ev.EventLog()
+        self.c = _Consts(image)
+        self.tasks_base = image.address("tasks")
+        self._current_task_ptr = image.address("current_task")
+        self._irq_depth = image.address("irq_depth")
+        self._rng = random.Random(seed)
+        self.current = 0
+        self.booted = False
+        self.panicked = None
+        self.oopsed = set()
+        self._next_tick = None
+        self._pending_signals = []
+        self._stall = 0
+        self.slice_hooks = []      # fn() called after every slice, outside the emulator
+        self._boot()
+
+    # ---- boot ----
+    def _boot(self):
+        img, m = self.image, self.machine
+        m.load(img.segments)
+        cmd = self.cmdline.encode()
+        if len(cmd) >= 255:
+            raise KernelError("the kernel command line is longer than 255 bytes; shorten it")
+        m.write(img.address("boot_command_line"), cmd + b"\0")
+        m.syscall_entry = img.address("entry_SYSCALL_64")
+        c = self.c
+        for name, fn in (
+            ("HC_CONSOLE_NR", self._hc_console),
+            ("HC_SWITCH_NR", self._hc_switch),
+            ("HC_BOOTED_NR", self._hc_booted),
+            ("HC_TASK_EXIT_NR", self._hc_task_exit),
+            ("HC_PANIC_NR", self._hc_panic),
+            ("HC_KALLSYMS_LOOKUP_NR", self._hc_kallsyms),
+        ):
+            m.hypercalls[c[name]] = fn
+        m.set_regs(rip=img.entry, rsp=0, rflags=0x2)
+        self._next_tick = self.quantum
+
+    def on_hypercall(self, name, handler):
+        """Answer hypercall HC_<name> with handler(a, b, c); a higher layer's hook."""
+        self.machine.hypercalls[self.c[f"HC_{name}_NR"]] = handler
+
+    def _schedule_order(self, nr_tasks):
+        """The order schedule() walks tasks in: identity for seed 0, else a
+        seeded permutation (idle stays first)."""
+        order = list(range(1, nr_tasks))
+        if self.seed:
+            self._rng.shuffle(order)
+        return [0] + order
+
+    # ---- hypercalls (called from inside the emulator: record, answer, no decisions) ----
+    def _hc_console(self, buf, length, level):
+        text = self.machine.read(buf, min(length, 512)).decode("utf-8", "replace")
+        self.log.add(ev.Console, self.machine.clock, tid=self.current, level=level, text=text)
+
+    def _hc_switch(self, prev, nxt, _):
+        self.log.add(ev.ContextSwitch, self.machine.clock, prev=prev, next=nxt)
+        self.current = nxt
+
+    def _hc_booted(self, *_):
+        nr = self.machine.i32(self.image.address("nr_tasks"))
+        order = self._schedule_order(nr)
+        base = self.image.address("sched_order")
+        for i, tid in enumerate(order):
+            self.machine.set_u32(base + 4 * i, tid)
+        self.booted = True
+        self.log.add(ev.Booted, self.machine.clock, tasks=nr)
+
+    def _hc_task_exit(self, tid, code, _):
+        self.log.add(ev.TaskExit, self.machine.clock, tid=tid, code=_signed32(code))
+
+    def _hc_panic(self, msg, *_):
+        self.panicked = self.machine.cstring(msg)
+        self.log.add(ev.Panic, self.machine.clock, message=self.panicked)
+        self.machine.stop()
+
+    def _hc_kallsyms(self, name_ptr, *_):
+        sym = self.image.lookup(self.machine.cstring(name_ptr))
+        return sym.address if sym else 0
+
+    # ---- tasks ----
+    @property
+    def nr_tasks(self):
+        return self.machine.i32(self.image.address("nr_tasks"))
+
+    @property
+    def tasks(self):
+        return [Task(self, tid) for tid in range(self.nr_tasks)]
+
+    def task(self, tid):
+        if not isinstance(tid, int) or not 0 <= tid < self.nr_tasks:
+            raise KernelError(f"no task {tid}; the tasks are 0..{self.nr_tasks - 1} (`lab run` lists them)")
+        return Task(self, tid)
+
+    def find(self, name):
+        """The first task called name."""
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KernelError(f"no task named {name!r}; the tasks are: {', '.join(t.name for t in self.tasks)}")
+
+    @property
+    def in_interrupt(self):
+        return self.machine.i32(self._irq_depth) > 0
+
+    @property
+    def console(self):
+        return [e.text for e in self.log.of(ev.Console)]
+
+    @property
+    def clock(self):
+        return self.machine.clock
+
+    # ---- things the lab does to the kernel from outside ----
+    def send_signal(self, tid, sig):
+        """Queue signal sig for task tid, as kill(2) would; it is posted at the
+        next slice boundary where interrupts are on, then delivered by the
+        task's own exit path."""
+        task = self.task(tid)
+        if not 0 < sig < 32:
+            raise KernelError(f"signal {sig} is not a signal number (1..31)")
+        if task.kind == "kthread":
+            raise KernelError(f"task {tid} ({task.name}) is a kernel thread; kernel threads ignore signals")
+        if task.state == TaskState.DEAD:
+            raise KernelError(f"task {tid} ({task.name}) has exited")
+        self._pending_signals.append((tid, sig, False))
+
+    def kick(self, tid, *, fake_signal):
+        """Wake task tid: with fake_signal, TIF_SIGPENDING without a queued
+        signal (kGraft's fake signal), else a plain wake-up (kernel threads)."""
+        self.task(tid)
+        self._pending_signals.append((tid, 0, fake_signal))
+
+    def inject_fault(self, tid):
+        """Set make_it_fail: the task takes a real page fault at its next system call."""
+        task = self.task(tid)
+        self.machine.set_u8(task._field("make_it_fail"), 1)
+
+    def _post_signals(self):
+        m, c = self.machine, self.c
+        for tid, sig, fake in self._pending_signals:
+            task = Task(self, tid)
+            if task.state == TaskState.DEAD:
+                continue
+            if sig:
+                pend = task._field("sig_pending")
+                m.set_u64(pend, m.u64(pend) | (1 << sig))
+            if sig or fake:
+                tf = task._field("thread_flags")
+                m.set_u32(tf, m.u32(tf) | c["TIF_SIGPENDING_FLAG"])
+            if task.state == TaskState.SLEEPING:   # wake_up_process()
+                m.set_u32(task._field("state"), c["TASK_STATE_RUNNING"])
+                m.set_u64(task._field("wakeup_at"), 0)
+            self.log.add(ev.Signal, m.clock, tid=tid, sig=sig, fake=fake)
+        self._pending_signals.clear()
+
+    # ---- running ----
+    def run(self, instructions=None, until=None):
+        """Run for a number of instructions, or until until(kernel) is true
+        (checked between slices), whichever comes first.  Returns the clock."""
+        if instructions is None and until is None:
+            raise KernelError("run() needs instructions=N or until=condition")
+        end = self.clock + instructions if instructions is not None else None
+        m = self.machine
+        while True:
+            if self.panicked:
+                raise KernelPanic(f"kernel panic: {self.panicked}")
+            if until is not None and until(self):
+                break
+            now = m.clock
+            if end is not None and now >= end:
+                break
+            stop = self._next_tick if self._stall == 0 else now + _STALL_CHUNK
+            if end is not None:
+                stop = min(stop, end)
+            try:
+                m.run(max(stop - now, 1))
+            except MachineFault as fault:
+                self._oops(fault)
+            if m.clock >= self._next_tick:
+                self._tick()
+            for hook in self.slice_hooks:
+                hook()
+        return self.clock
+
+    def _tick(self):
+        """The timer fires: deliver it now if interrupts are on, else keep it pending."""
+        m = self.machine
+        if not m.interrupts_enabled():
+            self._stall += 1
+            if self._stall * _STALL_CHUNK > _LOCKUP_QUANTA * self.quantum:
+                self._stall = 0
+                rip = m.reg("rip")
+                self._oops(MachineFault("soft lockup: interrupts off for too long", rip))
+            return
+        self._stall = 0
+        if self._pending_signals:
+            self._post_signals()
+        rip = m.reg("rip")
+        user = self.image.in_user(rip)
+        c = self.c
+        if user:
+            top = Task(self, self.current).stack_top
+            m.interrupt(self._irq_entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top)
+        else:
+            m.interrupt(self._irq_entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8)
+        self.log.add(ev.Interrupt, m.clock, tid=self.current, user=user, rip=rip)
+        jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
+        self._next_tick = m.clock + self.quantum + jitter
+
+    @property
+    def _irq_entry(self):
+        return self.image.address("common_interrupt")
+
+    # ---- oops ----
+    def _oops(self, fault):
+        """A fault kills the task it happened in, as an oops does; the others run on."""
+        m, img = self.machine, self.image
+        regs = m.regs()
+        tid = self.current
+        task = Task(self, tid)
+        where = img.symbolize(fault.rip)
+        lines = self._oops_text(fault, task, regs, where)
+        for line in lines:
+            self.log.add(ev.Console, m.clock, tid=tid, level=0, text=line)
+        code = tuple(self._code_around(fault.rip))
+        self.log.add(ev.Oops, m.clock, tid=tid, reason=fault.kind, address=fault.address, rip=fault.rip,
+                     where=where, regs=tuple((k, v) for k, v in regs.items()), code=code)
+        if tid == 0 or task.is_idle or not self.booted:
+            self.panicked = f"Fatal exception in {'the idle task' if self.booted else 'boot'}: {fault.kind}"
+            self.log.add(ev.Panic, m.clock, message=self.panicked)
+            return
+        self.oopsed.add(tid)
+        # rewind_stack_and_make_dead: a fresh stack, interrupts off, then do_exit()
+        m.set_regs(rip=img.address("rewind_stack_and_make_dead"), rflags=0x2)
+
+    def _oops_text(self, fault, task, regs, where):
+        if fault.address is not None:
+            head = f"BUG: unable to handle page fault for address: {fault.address:016x}"
+        else:
+            head = f"BUG: {fault.kind}"
+        lines = [head, f"Oops: {fault.kind} [#{len(self.oopsed) + 1}]",
+                 f"CPU: 0 PID: {task.tid} Comm: {task.name}",
+                 f"RIP: {where}"]
+        names = list(regs)
+        for i in range(0, 16, 3):
+            lines.append(" ".join(f"{n.upper()}: {regs[n]:016x}" for n in names[i:i + 3]))
+        lines.append("Code: " + "; ".join(self._code_around(fault.rip)))
+        return lines
+
+    def _code_around(self, rip, before=3, after=2):
+        img, m = self.image, self.machine
+        func = img.function_at(rip)
+        start = func.address if func else rip
+        try:
+            code = m.read(start, max(rip - start, 0) + 32)
+        except Exception:
+            return [f"{rip:#x}: <unreadable>"]
+        insns = disassemble(code, start, symbolize=img.symbolize)
+        idx = next((i for i, x in enumerate(insns) if x.address >= rip), len(insns))
+        out = []
+        for x in insns[max(0, idx - before): idx + after + 1]:
+            mark = "<" if x.address == rip else " "
+            out.append(f"{mark}{img.symbolize(x.address)}: {x.text}")
+        return out
+
+
+class _Consts:
+    """The firmware's exported constants (asm-offsets.c), read once."""
+
+    def __init__(self, image):
+        self._img = image
+        self._cache = {}
+
+    def __getitem__(self, name):
+        v = self._cache.get(name)
+        if v is None:
+            v = self._cache[name] = self._img.const(name)
+        return v
+
+
+def _signed32(v):
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v

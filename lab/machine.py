@@ -1,0 +1,280 @@
+"""machine - the emulated CPU and memory: Unicorn, the hypercall port, the virtual clock.
+
+This is the only module that imports unicorn.  Memory is one RAM region that
+the lab owns (mem_map_ptr), so reading guest memory is a slice of a memoryview,
+not a call into the emulator.  The clock is the retired-instruction count.
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from unicorn import (
+    UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64, UC_PROT_ALL, Uc, UcError,
+)
+from unicorn import x86_const as X
+
+from .errors import MachineError, MachineFault
+
+RAM_BASE = 0x100000  # the first MiB stays unmapped: a NULL dereference faults
+RAM_END = 0x800000
+HYPERCALL_PORT = 0xE9
+X86_EFLAGS_IF = 0x200
+
+GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
+_UC_REG = {name: getattr(X, "UC_X86_REG_" + ("EFLAGS" if name == "rflags" else name.upper())) for name in GPRS}
+_UC_GPRS = [_UC_REG[n] for n in GPRS]
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+
+
+def _find_counter_offset():
+    """Where Unicorn keeps the count of instructions run by emu_start(count=...).
+
+    Unicorn counts with an internal hook (uc->emu_counter) but has no API to read
+    it; a hook needs it to stamp an event with its exact instruction.  Run a
+    small loop twice with different counts and find the one 64-bit field of the
+    handle that equals count+1 both times (the counter also counts the
+    instruction it stopped before).  tests/test_machine.py keeps this honest.
+    """
+    code = bytes.fromhex("ffc0" "ebfc")  # inc eax; jmp back
+    probes = []
+    for count in (37, 1234):
+        uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc.mem_map(0x1000, 0x1000)
+        uc.mem_write(0x1000, code)
+        uc.emu_start(0x1000, 0, 0, count)
+        base = ctypes.cast(uc._uch, ctypes.c_void_p).value
+        words = (ctypes.c_uint64 * 512).from_address(base)  # the handle is larger than 4 KiB
+        probes.append({i for i in range(512) if words[i] == count + 1})
+        del words, uc
+    common = sorted(probes[0] & probes[1])
+    if not common:
+        raise MachineError("cannot find Unicorn's instruction counter; the lab needs unicorn==2.1.4")
+    return common[0] * 8
+
+
+_COUNTER_OFFSET = None
+
+
+class Machine:
+    """One x86-64 CPU with RAM, a hypercall port and a SYSCALL emulation.
+
+    Hooks only record or answer; the caller decides between slices (run()).
+    """
+
+    def __init__(self):
+        global _COUNTER_OFFSET
+        if _COUNTER_OFFSET is None:
+            _COUNTER_OFFSET = _find_counter_offset()
+        self._uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        size = RAM_END - RAM_BASE
+        self._ram = (ctypes.c_ubyte * size)()
+        uc.mem_map_ptr(RAM_BASE, size, UC_PROT_ALL, ctypes.addressof(self._ram))
+        self.ram = memoryview(self._ram).cast("B")
+        base = ctypes.cast(uc._uch, ctypes.c_void_p).value
+        self._counter = ctypes.c_uint64.from_address(base + _COUNTER_OFFSET)
+        self.retired = 0            # instructions retired before the current slice
+        self._running = False
+        self._stop_requested = False
+        self._bad_access = None
+        self.hypercalls = {}        # number -> handler(a, b, c) -> int | None
+        self.syscall_entry = None   # where SYSCALL jumps (LSTAR)
+        self._code_hooks = {}
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_MEM_INVALID, self._on_bad_access)
+
+    # ---- the clock ----
+    @property
+    def clock(self):
+        """Retired instructions; inside a hook, those retired before the current one."""
+        if self._running:
+            return self.retired + self._counter.value - 1
+        return self.retired
+
+    # ---- memory ----
+    def _off(self, address, size):
+        off = address - RAM_BASE
+        if off < 0 or off + size > len(self.ram):
+            raise MachineError(f"{address:#x}..{address + size:#x} is outside RAM ({RAM_BASE:#x}..{RAM_END:#x})")
+        return off
+
+    def read(self, address, size):
+        off = self._off(address, size)
+        return bytes(self.ram[off:off + size])
+
+    def write(self, address, data):
+        """Write data memory.  Code needs write_code(), which also drops stale translations."""
+        off = self._off(address, len(data))
+        self.ram[off:off + len(data)] = data
+
+    def write_code(self, address, data):
+        """Rewrite instructions in RAM.  A store from Python bypasses Unicorn's
+        self-modifying-code check, so the translated blocks covering the range
+        are removed, or the old code would keep running (UNICORN.md)."""
+        self.write(address, data)
+        self._uc.ctl_remove_cache(address, address + len(data))
+
+    def u64(self, address):
+        return _U64.unpack_from(self.ram, address - RAM_BASE)[0]
+
+    def u32(self, address):
+        return _U32.unpack_from(self.ram, address - RAM_BASE)[0]
+
+    def i32(self, address):
+        return _I32.unpack_from(self.ram, address - RAM_BASE)[0]
+
+    def u8(self, address):
+        return self.ram[address - RAM_BASE]
+
+    def set_u64(self, address, value):
+        _U64.pack_into(self.ram, address - RAM_BASE, value & (2**64 - 1))
+
+    def set_u32(self, address, value):
+        _U32.pack_into(self.ram, address - RAM_BASE, value & 0xFFFFFFFF)
+
+    def set_u8(self, address, value):
+        self.ram[address - RAM_BASE] = value & 0xFF
+
+    def cstring(self, address, limit=256):
+        off = self._off(address, 1)
+        end = bytes(self.ram[off:off + limit]).find(b"\0")
+        raw = bytes(self.ram[off:off + (limit if end < 0 else end)])
+        return raw.decode("utf-8", "replace")
+
+    def load(self, segments):
+        """Copy an image's loadable segments into RAM (the rest of each stays zero)."""
+        for seg in segments:
+            self.write(seg.address, seg.data)
+            self._uc.ctl_remove_cache(seg.address, seg.address + len(seg.data))
+
+    # ---- registers ----
+    def regs(self):
+        """All general registers, rip and rflags, as a dict."""
+        return dict(zip(GPRS, self._uc.reg_read_batch(_UC_GPRS)))
+
+    def reg(self, name):
+        return self._uc.reg_read(_UC_REG[name])
+
+    def set_regs(self, **values):
+        self._uc.reg_write_batch([(_UC_REG[k], v) for k, v in values.items()])
+
+    def save_context(self):
+        return self._uc.context_save()
+
+    def restore_context(self, ctx):
+        self._uc.context_restore(ctx)
+
+    # ---- hooks ----
+    def _on_out(self, uc, port, size, value, _):
+        if port != HYPERCALL_PORT:
+            return
+        handler = self.hypercalls.get(value & 0xFFFFFFFF)
+        if handler is None:
+            raise MachineError(f"unknown hypercall {value} at {self.reg('rip'):#x}; the image and the lab disagree")
+        a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
+        ret = handler(a, b, c)
+        if ret is not None:
+            uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
+
+    def _on_syscall(self, uc, _):
+        # SYSCALL as the CPU does it, which Unicorn does not: rcx = the next
+        # instruction, r11 = rflags, IF masked (FMASK), rip = LSTAR.  Unicorn adds
+        # the instruction's 2 bytes after this hook, hence entry - 2.
+        rip, rflags = uc.reg_read_batch([X.UC_X86_REG_RIP, X.UC_X86_REG_EFLAGS])
+        uc.reg_write_batch([
+            (X.UC_X86_REG_RCX, rip + 2),
+            (X.UC_X86_REG_R11, rflags),
+            (X.UC_X86_REG_EFLAGS, rflags & ~X86_EFLAGS_IF),
+            (X.UC_X86_REG_RIP, self.syscall_entry - 2),
+        ])
+
+    def _on_bad_access(self, uc, access, address, size, value, _):
+        self._bad_access = (access, address)
+        return False
+
+    def add_code_hook(self, address, callback):
+        """Call callback(address) before the instruction at address runs.
+        Returns a handle for remove_code_hook()."""
+        def trampoline(uc, addr, size, _):
+            callback(addr)
+        handle = self._uc.hook_add(UC_HOOK_CODE, trampoline, None, address, address)
+        # a hook added after its code was translated would never fire
+        self._uc.ctl_remove_cache(address, address + 1)
+        self._code_hooks[handle] = trampoline
+        return handle
+
+    def remove_code_hook(self, handle):
+        self._uc.hook_del(handle)
+        self._code_hooks.pop(handle, None)
+
+    def stop(self):
+        """From a hook: end the current slice after this instruction."""
+        self._stop_requested = True
+        self._uc.emu_stop()
+
+    # ---- running ----
+    def run(self, count, rip=None):
+        """Run at most count instructions from rip (default: where the CPU is).
+        Returns the number retired.  Raises MachineFault if the CPU faulted; the
+        instructions retired before the fault are counted."""
+        if count <= 0:
+            raise MachineError("a slice must run at least one instruction")
+        if rip is None:
+            rip = self._uc.reg_read(X.UC_X86_REG_RIP)
+        self._bad_access = None
+        self._stop_requested = False
+        self._running = True
+        try:
+            # count on every emu_start: Unicorn's counting hook must exist before
+            # any block is translated (UNICORN.md)
+            self._uc.emu_start(rip, 0, 0, count)
+        except UcError as exc:
+            done = self._counter.value - 1
+            self.retired += done
+            self._running = False
+            raise self._fault(exc) from None
+        except BaseException:
+            self.retired += self._counter.value - 1
+            self._running = False
+            raise
+        done = min(self._counter.value - 1, count)
+        self.retired += done
+        self._running = False
+        return done
+
+    def _fault(self, exc):
+        rip = self._uc.reg_read(X.UC_X86_REG_RIP)
+        kinds = {
+            UC_ERR_READ_UNMAPPED: "read of unmapped memory",
+            UC_ERR_WRITE_UNMAPPED: "write to unmapped memory",
+            UC_ERR_FETCH_UNMAPPED: "fetch from unmapped memory",
+            UC_ERR_INSN_INVALID: "invalid opcode",
+        }
+        kind = kinds.get(exc.errno, str(exc))
+        address = self._bad_access[1] if self._bad_access else None
+        return MachineFault(kind, rip, address)
+
+    # ---- interrupts ----
+    def interrupts_enabled(self):
+        return bool(self._uc.reg_read(X.UC_X86_REG_EFLAGS) & X86_EFLAGS_IF)
+
+    def interrupt(self, entry, *, cs, ss, stack=None):
+        """Deliver an interrupt as the CPU would: align the stack (the current
+        one, or stack when the caller switches, as TSS.RSP0 does), push ss, rsp,
+        rflags, cs, rip, clear IF and jump to entry."""
+        rip, rsp, rflags = self._uc.reg_read_batch([X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS])
+        top = (stack if stack is not None else rsp) & ~0xF
+        frame = top - 40
+        self.write(frame, struct.pack("<5Q", rip, cs, rflags, rsp, ss))
+        self._uc.reg_write_batch([
+            (X.UC_X86_REG_RSP, frame),
+            (X.UC_X86_REG_EFLAGS, rflags & ~X86_EFLAGS_IF),
+            (X.UC_X86_REG_RIP, entry),
+        ])
