@@ -1,0 +1,207 @@
+"""cli - the `lab` command: every subcommand calls the public API and renders its result.
+
+Exit status: 0 success, 1 a failed check, 2 a usage or input error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import LabError
+
+EXIT_OK, EXIT_CHECK, EXIT_USAGE = 0, 1, 2
+
+
+def _count(text):
+    """A positive instruction count; accepts 5e6 and 1_000_000."""
+    try:
+        value = int(float(text)) if ("e" in text.lower() or "." in text) else int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("the seed must be 0 or more")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"lab: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _add_image(p):
+    p.add_argument("--image", metavar="ELF", help="kernel image (default: firmware/kernel.elf)")
+
+
+def _add_boot(p, instructions):
+    _add_image(p)
+    p.add_argument("--workload", default="default", help="workload chosen at boot (`lab workloads`)")
+    p.add_argument("--instructions", type=_count, default=instructions, metavar="N",
+                   help=f"instructions to run (default {instructions:,})")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S",
+                   help="schedule seed: quantum jitter and task order (0: none)")
+    p.add_argument("--quantum", type=_count, default=None, metavar="Q",
+                   help="instructions per time slice (default 20,000)")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+
+
+def build_parser():
+    parser = _Parser(prog="lab", description="A live kernel patching laboratory (kGraft style).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="the bundled scenario, start to end")
+    _add_boot(p, 3_000_000)
+
+    p = sub.add_parser("run", help="boot a workload and run it")
+    _add_boot(p, 2_000_000)
+    p.add_argument("--inject-fault", metavar="TASK", action="append", default=[],
+                   help="make TASK (tid or name) take a page fault at its next system call")
+
+    p = sub.add_parser("workloads", help="the workloads the image offers")
+    _add_image(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("symbols", help="the kernel's symbols (kallsyms)")
+    _add_image(p)
+    p.add_argument("filter", nargs="?", help="only names containing this")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("pads", help="the fentry pads listed in __mcount_loc")
+    _add_image(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("disasm", help="disassemble a kernel function")
+    _add_image(p)
+    p.add_argument("function")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _boot_kwargs(args):
+    from .kernel import DEFAULT_QUANTUM
+    if args.quantum is not None and args.quantum < 1000:
+        raise LabError(f"--quantum {args.quantum} is too small; use at least 1000 instructions")
+    return dict(workload=args.workload, seed=args.seed, quantum=args.quantum or DEFAULT_QUANTUM)
+
+
+def cmd_run(args, out):
+    from .render import run_view
+    from .system import boot
+    system = boot(args.image, **_boot_kwargs(args))
+    for name in getattr(args, "inject_fault", []):
+        system.inject_fault(int(name) if name.isdigit() else name)
+    system.run(args.instructions)
+    report = system.report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        out.print(run_view(report))
+    return EXIT_OK
+
+
+def cmd_demo(args, out):
+    return cmd_run(args, out)
+
+
+def cmd_workloads(args, out):
+    from .image import Image
+    img = Image.load(args.image)
+    if args.json:
+        print(json.dumps([{"name": w.name, "description": w.description} for w in img.workloads], indent=2))
+        return EXIT_OK
+    t = Table("workload", "description", title=f"workloads in {img.path.name}", title_justify="left")
+    for w in img.workloads:
+        t.add_row(w.name, w.description)
+    out.print(t)
+    return EXIT_OK
+
+
+def cmd_symbols(args, out):
+    from .image import Image
+    img = Image.load(args.image)
+    lo, hi = img.user_range
+    rows = []
+    for s in sorted(img.symbols, key=lambda s: (s.kind == "abs", s.address, s.name)):
+        if args.filter and args.filter not in s.name:
+            continue
+        region = "const" if s.kind == "abs" else ("user" if lo <= s.address < hi else "kernel")
+        rows.append({"name": s.name, "address": s.address, "size": s.size, "kind": s.kind,
+                     "binding": "local" if s.local else "global", "region": region,
+                     "pad": img.pad(s.name) is not None})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    t = Table("address", "size", "kind", "bind", "region", "pad", "name",
+              title=f"{len(rows)} symbols in {img.path.name}", title_justify="left")
+    for r in rows:
+        t.add_row(f"{r['address']:#010x}", str(r["size"]), r["kind"], r["binding"], r["region"],
+                  "yes" if r["pad"] else "", r["name"])
+    out.print(t)
+    return EXIT_OK
+
+
+def cmd_pads(args, out):
+    from .image import Image
+    img = Image.load(args.image)
+    if args.json:
+        print(json.dumps([{"address": p.address, "function": p.function,
+                           "bytes": img.read(p.address, 5).hex()} for p in img.pads], indent=2))
+        return EXIT_OK
+    t = Table("address", "bytes", "function", title=f"{len(img.pads)} fentry pads (__mcount_loc) in {img.path.name}",
+              title_justify="left")
+    for p in img.pads:
+        t.add_row(f"{p.address:#010x}", img.read(p.address, 5).hex(" "), p.function)
+    out.print(t)
+    return EXIT_OK
+
+
+def cmd_disasm(args, out):
+    from .disasm import disassemble
+    from .image import Image
+    from .render import Listing
+    img = Image.load(args.image)
+    func = img.function(args.function)
+    insns = disassemble(img.read(func.address, func.size), func.address, symbolize=img.symbolize)
+    pad = img.pad(func.name)
+    if args.json:
+        print(json.dumps({"function": func.name, "address": func.address, "size": func.size,
+                          "pad": pad.address if pad else None,
+                          "instructions": [{"address": x.address, "bytes": x.raw.hex(), "text": x.text,
+                                            "symbol": x.comment} for x in insns]}, indent=2))
+        return EXIT_OK
+    note = "fentry pad: 5-byte NOP" if pad else "notrace: no fentry pad, cannot be traced or patched"
+    out.print(Listing(f"{func.name} ({func.size} bytes, {note})", insns, img.symbolize,
+                      highlight=[pad.address] if pad else []))
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "workloads": cmd_workloads, "symbols": cmd_symbols,
+            "pads": cmd_pads, "disasm": cmd_disasm}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Console()
+    try:
+        return COMMANDS[args.command](args, out)
+    except LabError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK

@@ -1,0 +1,101 @@
+"""render - what a person looks at: rich renderables for tasks, console and listings."""
+from __future__ import annotations
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+_STATE_STYLE = {"running": "green", "sleeping": "cyan", "dead": "dim", "oopsed": "bold red"}
+_UNIVERSE_STYLE = {"old": "yellow", "new": "bold magenta"}
+
+
+class TaskTable:
+    """The task list of a report: state, universe and progress counters."""
+
+    def __init__(self, report):
+        self.report = report
+
+    def __rich__(self):
+        t = Table(title="tasks", title_justify="left", expand=False)
+        for col in ("tid", "name", "kind", "state", "universe", "migrated by", "syscalls",
+                    "iterations", "switches", "sleeps in"):
+            t.add_column(col, justify="right" if col in ("tid", "syscalls", "iterations", "switches") else "left")
+        for task in self.report["tasks"]:
+            state = task["state"]
+            t.add_row(
+                str(task["tid"]), task["name"], task["kind"],
+                Text(state, style=_STATE_STYLE.get(state, "")),
+                Text(task["universe"], style=_UNIVERSE_STYLE.get(task["universe"], "")),
+                task["migrated_by"] or "",
+                str(task["syscalls"]), str(task["iterations"]), str(task["switches"]),
+                task["sleeps_in"] or "",
+            )
+        return t
+
+
+class ConsoleView:
+    """The kernel console (printk lines), the last `limit` of them."""
+
+    def __init__(self, lines, limit=40, title="console"):
+        self.lines = list(lines)
+        self.limit = limit
+        self.title = title
+
+    def __rich__(self):
+        shown = self.lines[-self.limit:] if self.limit else self.lines
+        text = Text()
+        if len(self.lines) > len(shown):
+            text.append(f"... {len(self.lines) - len(shown)} earlier lines\n", style="dim")
+        for line in shown:
+            style = "bold red" if line.startswith(("BUG", "Oops", "Kernel panic")) else ""
+            text.append(line + "\n", style=style)
+        return Panel(text, title=self.title, title_align="left")
+
+
+class RunSummary:
+    """The head of a run report: workload, instructions, digest."""
+
+    def __init__(self, report):
+        self.report = report
+
+    def __rich__(self):
+        r = self.report
+        t = Table.grid(padding=(0, 2))
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("workload", r["workload"])
+        t.add_row("instructions", f"{r['instructions']:,}")
+        t.add_row("seed / quantum", f"{r['seed']} / {r['quantum']:,}")
+        t.add_row("events", f"{r['events']:,}")
+        t.add_row("digest", r["digest"])
+        if r.get("panic"):
+            t.add_row("panic", Text(r["panic"], style="bold red"))
+        return t
+
+
+def run_view(report, console_lines=40):
+    return Group(RunSummary(report), TaskTable(report), ConsoleView(report["console"], console_lines))
+
+
+class Listing:
+    """Disassembly lines: address, bytes, instruction, symbol comment; the pad highlighted."""
+
+    def __init__(self, title, insns, symbolize, highlight=()):
+        self.title = title
+        self.insns = insns
+        self.symbolize = symbolize
+        self.highlight = set(highlight)
+
+    def __rich__(self):
+        t = Table(title=self.title, title_justify="left", box=None, show_header=False, pad_edge=False)
+        t.add_column(style="dim")
+        t.add_column(style="dim")
+        t.add_column()
+        t.add_column(style="blue")
+        for x in self.insns:
+            style = "bold yellow" if x.address in self.highlight else ""
+            label = self.symbolize(x.address)
+            t.add_row(f"{x.address:#010x} <{label}>", x.raw.hex(" "), Text(x.text, style=style),
+                      f"# {x.comment}" if x.comment else "")
+        return t
