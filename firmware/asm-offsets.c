@@ -20,7 +20,7 @@ notrace void __used asm_offsets(void)
 	OFFSET(TASK_state, task_struct, state);
 	OFFSET(TASK_flags, task_struct, flags);
 	OFFSET(TASK_thread_flags, task_struct, thread_flags);
-	OFFSET(TASK_kgr_in_progress, task_struct, kgr_in_progress);
+	OFFSET(TASK_kgr_universe, task_struct, kgr_universe);
 	OFFSET(TASK_make_it_fail, task_struct, make_it_fail);
 	OFFSET(TASK_in_syscall, task_struct, in_syscall);
 	OFFSET(TASK_exit_code, task_struct, exit_code);
@@ -75,6 +75,7 @@ notrace void __used asm_offsets(void)
 	DEFINE(HC_KALLSYMS_LOOKUP_NR, HC_KALLSYMS_LOOKUP);
 	DEFINE(HC_KGR_PATCH_NR, HC_KGR_PATCH);
 	DEFINE(HC_KGR_UNPATCH_NR, HC_KGR_UNPATCH);
+	DEFINE(HC_MODULE_DONE_NR, HC_MODULE_DONE);
 	DEFINE(HYPERCALL_PORT_NR, HYPERCALL_PORT);
 
 	DEFINE(KGR_SAFE_SYSCALL_EXIT_KIND, KGR_SAFE_SYSCALL_EXIT);

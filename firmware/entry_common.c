@@ -27,7 +27,7 @@ static notrace void exit_to_user_mode_loop(struct pt_regs *regs)
 	}
 	/* The kernel/user boundary: user threads' safe point.  kGraft checks
 	 * TIF_KGR_IN_PROGRESS among the exit work flags in the same place. */
-	if (current->kgr_in_progress)
+	if (kgr_task_in_progress(current))
 		kgr_user_safe();
 }
 
@@ -58,7 +58,8 @@ notrace void do_syscall_64(struct pt_regs *regs)
 }
 
 int irq_depth;
-u8 kgr_irq_in_progress;
+u8 kgr_irq_universe;
+u8 kgr_target_universe;
 
 static notrace void irq_enter(void)
 {
@@ -69,7 +70,7 @@ static notrace void irq_enter(void)
  * universe flag of its own (kGraft's per-CPU kgr_irq_use_new). */
 static notrace void irq_exit(void)
 {
-	if (kgr_irq_in_progress)
+	if (READ_ONCE(kgr_irq_universe) != READ_ONCE(kgr_target_universe))
 		kgr_irq_safe();
 	irq_depth--;
 }

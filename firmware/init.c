@@ -13,6 +13,8 @@ void user_cap_main(void);
 void user_cat_main(void);
 void user_reader_main(void);
 void user_hammer_main(void);
+void start_kmodloader(void);
+void do_boot_modules(void);
 
 /* The value of key=value on the command line, or NULL. */
 const char *cmdline_get(const char *key)
@@ -117,7 +119,9 @@ void start_kernel(void)
 	}
 	if (i == nr_workloads)
 		panic("unknown workload on the command line");
+	do_boot_modules();	/* patches applied at boot, before any task exists */
 	workloads[i].setup();
+	start_kmodloader();
 	{ extern int nr_tasks; printk(KERN_INFO "workload %s: %d tasks\n", workloads[i].name, nr_tasks); }
 	hypercall0(HC_BOOTED);
 	cpu_idle();

@@ -1,9 +1,10 @@
 /* kgraft.c - the kGraft safe points inside the kernel, and the entry points a
  * patch module calls (kgr_patch_kernel(), kallsyms_lookup_name()).
  *
- * The universe flag lives in the task struct; the lab sets it for every task
- * when a transition starts and the task clears it here, at a safe point, then
- * tells the lab which safe point it was so the move can be reported.
+ * The universe flag lives in the task struct; when a transition starts the lab
+ * puts every task in the old universe and sets the target; each task moves
+ * itself here, at a safe point, then tells the lab which safe point it was so
+ * the move can be reported.
  * The safe-point kinds are exported to the lab as KGR_SAFE_* symbols.
  */
 #include "kernel.h"
@@ -11,7 +12,7 @@
 
 static notrace void kgr_mark_task_safe(int kind)
 {
-	current->kgr_in_progress = 0;
+	current->kgr_universe = kgr_target_universe;
 	hypercall2(HC_KGR_SAFE, current->tid, kind);
 }
 
@@ -20,7 +21,7 @@ static notrace void kgr_mark_task_safe(int kind)
  * inside its wait_event_interruptible() condition. */
 notrace void kgr_task_safe(void)
 {
-	if (unlikely(current->kgr_in_progress))
+	if (unlikely(kgr_task_in_progress(current)))
 		kgr_mark_task_safe(KGR_SAFE_TASK);
 }
 
@@ -31,19 +32,19 @@ notrace void kgr_user_safe(void)
 
 notrace void kgr_worker_safe(void)
 {
-	if (unlikely(current->kgr_in_progress))
+	if (unlikely(kgr_task_in_progress(current)))
 		kgr_mark_task_safe(KGR_SAFE_WORKER);
 }
 
 notrace void kgr_freezer_safe(void)
 {
-	if (unlikely(current->kgr_in_progress))
+	if (unlikely(kgr_task_in_progress(current)))
 		kgr_mark_task_safe(KGR_SAFE_FREEZER);
 }
 
 notrace void kgr_irq_safe(void)
 {
-	kgr_irq_in_progress = 0;
+	kgr_irq_universe = kgr_target_universe;
 	hypercall2(HC_KGR_SAFE, -1, KGR_SAFE_IRQ);
 }
 

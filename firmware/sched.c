@@ -165,6 +165,7 @@ static struct task_struct *task_alloc(const char *name, unsigned int flags)
 	p->tid = nr_tasks++;
 	p->flags = flags;
 	p->cred = &root_cred;
+	p->kgr_universe = kgr_target_universe;
 	p->stack_top = (unsigned long)&task_stacks[p->tid][KSTACK_SIZE / 8];
 	strscpy(p->comm, name, TASK_COMM_LEN);
 	return p;

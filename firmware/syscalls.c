@@ -72,13 +72,36 @@ static long sys_sethostname(const char *name, size_t len)
 	return 0;
 }
 
-static long sys_gethostname(char *name, size_t len)
+/* Copies the node name out to user space.  A live patch changes this
+ * function's prototype together with its only caller, do_gethostname(): an
+ * old caller reaching the new callee (or the reverse) passes the arguments in
+ * the wrong order and the user sees -EFAULT. */
+__noinline long uts_copy_nodename(char *dst, size_t len)
 {
 	size_t n = strlen(utsname_nodename) + 1;
 
 	if (n > len)
 		return -EINVAL;
-	return copy_to_user(name, utsname_nodename, n) ? -EFAULT : 0;
+	return copy_to_user(dst, utsname_nodename, n) ? -EFAULT : 0;
+}
+
+unsigned long uts_generation;
+
+/* Reads the node name consistently: the loop stands for taking uts_sem and
+ * checking the name's generation, work done before the copy. */
+__noinline long do_gethostname(char *name, size_t len)
+{
+	unsigned long h = 0, i;
+
+	for (i = 0; i < 64; i++)
+		h = h * 31 + READ_ONCE(utsname_nodename[i & 15]);
+	WRITE_ONCE(uts_generation, h);
+	return uts_copy_nodename(name, len);
+}
+
+static long sys_gethostname(char *name, size_t len)
+{
+	return do_gethostname(name, len);
 }
 
 static long sys_setpriority(int prio)

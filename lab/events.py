@@ -120,3 +120,23 @@ class EventLog:
 
     def __len__(self):
         return len(self.events)
+
+
+@dataclass(frozen=True)
+class Migrated(Event):
+    """A task (tid -1: the interrupt context) moved to the target universe."""
+
+    tid: int
+    by: str
+    universe: int
+    kind = "migrated"
+
+
+@dataclass(frozen=True)
+class PatchEvent(Event):
+    """A patch changed state (transition, complete, reverting, reverted, refused, failed)."""
+
+    name: str
+    state: str
+    detail: str = ""
+    kind = "patch"

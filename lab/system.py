@@ -1,23 +1,38 @@
 """system - the hub: one booted kernel with its image, machine and the layers above them."""
 from __future__ import annotations
 
+from .ftrace import Ftrace
 from .image import Image
 from .kernel import DEFAULT_QUANTUM, Kernel
+from .livepatch import Livepatch, LivepatchError, PatchState
 from .machine import Machine
+from .modules import ModuleLoader
+
+_INIT_BUDGET_QUANTA = 200   # how long a module's init may take before the lab gives up
 
 
 class System:
     """A booted lab kernel.  Parts are read-only properties; run() drives it."""
 
-    def __init__(self, image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline=""):
+    def __init__(self, image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="",
+                 patches=(), signal_after=None):
         self._image = image if isinstance(image, Image) else Image.load(image)
         self._machine = Machine()
         self._kernel = Kernel(self._image, self._machine, workload=workload, seed=seed,
                               quantum=quantum, cmdline=cmdline)
+        self._modules = ModuleLoader(self._image, self._machine)
+        self._ftrace = Ftrace(self._kernel, self._modules)
+        self._livepatch = Livepatch(self._kernel, self._ftrace, self._modules, signal_after=signal_after)
+        self.boot_patches = tuple(str(p) for p in patches)
+        for path in patches:   # a reboot with patches: applied before the first task runs
+            self._livepatch.load(path)
 
     image = property(lambda self: self._image)
     machine = property(lambda self: self._machine)
     kernel = property(lambda self: self._kernel)
+    modules = property(lambda self: self._modules)
+    ftrace = property(lambda self: self._ftrace)
+    livepatch = property(lambda self: self._livepatch)
 
     @property
     def clock(self):
@@ -39,6 +54,14 @@ class System:
     def console(self):
         return self._kernel.console
 
+    @property
+    def patches(self):
+        return list(self._livepatch.patches)
+
+    @property
+    def transition(self):
+        return self._livepatch.transition
+
     def task(self, tid_or_name):
         if isinstance(tid_or_name, str):
             return self._kernel.find(tid_or_name)
@@ -49,17 +72,54 @@ class System:
         cond = (lambda _k: until(self)) if until is not None else None
         return self._kernel.run(instructions, cond)
 
+    def run_until_booted(self):
+        if not self._kernel.booted:
+            self.run(until=lambda s: s.kernel.booted)
+
+    # ---- signals and faults ----
     def send_signal(self, task, sig):
         self._kernel.send_signal(self.task(task).tid, sig)
 
     def inject_fault(self, task):
         self._kernel.inject_fault(self.task(task).tid)
 
+    # ---- live patching ----
+    def apply_patch(self, path):
+        """Load a patch object and run until its init has handed the patch to
+        the kGraft core (the transition has then started).  Raises
+        LivepatchError, with nothing changed, if the patch is refused."""
+        self.run_until_booted()
+        patch = self._livepatch.load(path)
+        budget = _INIT_BUDGET_QUANTA * self._kernel.quantum
+        self.run(budget, until=lambda s: patch.state != PatchState.LOADING)
+        if patch.state in (PatchState.REFUSED, PatchState.FAILED):
+            self.run(1)  # let the refusal be cleaned up (the module unloaded)
+            raise LivepatchError(patch.reason)
+        if patch.state == PatchState.LOADING:
+            raise LivepatchError(f"{path}: the module's init did not finish within {budget:,} instructions")
+        return patch
+
+    def revert(self, name):
+        return self._livepatch.revert(name)
+
+    def force(self):
+        self._livepatch.force()
+
+    def send_fake_signals(self):
+        return self._livepatch.send_fake_signals()
+
+    def run_until_patched(self, limit):
+        """Run until no transition is in progress, at most limit instructions."""
+        return self.run(limit, until=lambda s: s.transition is None)
+
     def report(self):
         from .report import build_report
         return build_report(self)
 
 
-def boot(image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline=""):
-    """Boot the kernel image (default: firmware/kernel.elf) with a workload."""
-    return System(image, workload=workload, seed=seed, quantum=quantum, cmdline=cmdline)
+def boot(image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="", patches=(),
+         signal_after=None):
+    """Boot the kernel image (default: firmware/kernel.elf) with a workload;
+    patches are applied at boot, before the first task runs."""
+    return System(image, workload=workload, seed=seed, quantum=quantum, cmdline=cmdline, patches=patches,
+                  signal_after=signal_after)

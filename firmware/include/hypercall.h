@@ -19,6 +19,7 @@
 #define HC_KALLSYMS_LOOKUP  7   /* (name) -> address or 0 */
 #define HC_KGR_PATCH        8   /* (struct kgr_patch *) -> 0 or -errno */
 #define HC_KGR_UNPATCH      9   /* (struct kgr_patch *) -> 0 or -errno */
+#define HC_MODULE_DONE     10   /* (init function, its return value) */
 
 #ifndef __ASSEMBLER__
 static inline __attribute__((always_inline)) long

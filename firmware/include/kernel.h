@@ -126,10 +126,12 @@ struct task_struct {
 	int state;                  /* enum task_state */
 	unsigned int flags;         /* PF_* */
 	unsigned int thread_flags;  /* TIF_* */
-	/* kGraft: set for every task when a transition starts, cleared at the task's
-	 * safe point (kGraft's TIF_KGR_IN_PROGRESS; a byte of its own so the
-	 * trampoline tests it with one instruction). */
-	u8 kgr_in_progress;
+	/* kGraft: the universe the task lives in, 0 (old) or 1 (new).  A task is
+	 * "in progress" while it differs from kgr_target_universe; it moves at its
+	 * own safe point.  kGraft kept a TIF_KGR_IN_PROGRESS bit; an absolute
+	 * universe, as upstream's task->patch_state, lets a transition be reversed
+	 * without a trampoline ever changing meaning under a running task. */
+	u8 kgr_universe;
 	u8 make_it_fail;            /* fault injection, as Linux's task->make_it_fail */
 	u8 in_syscall;
 	u8 pad0;
@@ -154,7 +156,12 @@ extern struct task_struct *current_task;
 #define current current_task
 extern volatile unsigned long jiffies;
 extern int irq_depth;
-extern u8 kgr_irq_in_progress;
+extern u8 kgr_irq_universe;
+extern u8 kgr_target_universe;
+static inline bool kgr_task_in_progress(struct task_struct *p)
+{
+	return READ_ONCE(p->kgr_universe) != READ_ONCE(kgr_target_universe);
+}
 extern int need_resched;
 
 /* ---- interrupts ---- */

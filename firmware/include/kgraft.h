@@ -29,6 +29,12 @@ struct kgr_patch {
 	{ .name = #_name, .new_fun = _new_fun, .abort_if_missing = _abort }
 #define KGR_PATCH_END { .name = (const char *)0 }
 
+/* A module's entry points, as Linux spells them: the loader calls
+ * init_module() inside the emulated kernel and cleanup_module() on removal. */
+#define __exit
+#define module_init(fn) int init_module(void) __attribute__((alias(#fn)));
+#define module_exit(fn) void cleanup_module(void) __attribute__((alias(#fn)));
+
 int kgr_patch_kernel(struct kgr_patch *patch);
 void kgr_patch_remove(struct kgr_patch *patch);
 unsigned long kallsyms_lookup_name(const char *name);

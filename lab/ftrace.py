@@ -1,0 +1,171 @@
+"""ftrace - the fentry pads under the lab's control: NOP <-> CALL/JMP rewriting, function tracers, trampolines.
+
+A pad is one 5-byte instruction.  The lab rewrites it between two slices, when
+no instruction is half executed, so a task stopped anywhere (even on the pad
+itself) sees either the whole old or the whole new instruction.  Linux needs
+the int3 dance of text_poke_bp() for the same guarantee on SMP; one CPU that
+only runs between the lab's writes needs no more than the cache flush.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from keystone import KS_ARCH_X86, KS_MODE_64, Ks, KsError
+
+from .disasm import disassemble
+from .errors import LabError
+from .image import PAD_BYTES, PAD_SIZE
+
+TRAMPOLINE_AREA = (0x7F0000, 0x800000)
+_ks = Ks(KS_ARCH_X86, KS_MODE_64)
+
+
+class FtraceError(LabError):
+    """A function cannot be traced or patched (no pad, unknown name)."""
+
+
+class PadState(enum.Enum):
+    NOP = "nop"
+    CALL = "call"
+    JMP = "jmp"
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    """One entry into a traced function, as a function tracer sees it."""
+
+    function: str
+    address: int
+    at: int
+    tid: int
+    in_irq: bool
+    return_address: int
+
+
+def assemble(source, address):
+    """Assemble source placed at address with keystone; bytes."""
+    try:
+        encoding, _ = _ks.asm(source, address)
+    except KsError as exc:
+        raise FtraceError(f"keystone cannot assemble {source!r} at {address:#x}: {exc}") from None
+    return bytes(encoding or b"")
+
+
+def branch(kind, pad, target):
+    """The 5-byte CALL or JMP rel32 from pad to target, assembled and checked."""
+    code = assemble(f"{kind} {target:#x}", pad)
+    if len(code) != PAD_SIZE:  # keystone picked a short form: spell out rel32
+        code = bytes([0xE8 if kind == "call" else 0xE9]) + (target - pad - 5).to_bytes(4, "little", signed=True)
+    return code
+
+
+class Ftrace:
+    """The pads of the kernel and of loaded modules, and the tracers on them."""
+
+    def __init__(self, kernel, modules):
+        self.kernel = kernel
+        self.machine = kernel.machine
+        self.image = kernel.image
+        self.modules = modules
+        self._state = {}       # pad address -> (PadState, target)
+        self._tracers = {}     # pad address -> list of callbacks
+        self._hooks = {}       # pad address -> machine hook handle
+        self._next_tramp = TRAMPOLINE_AREA[0]
+
+    # ---- pads ----
+    def resolve(self, function):
+        """(name, address) of a traceable function of the kernel or a module."""
+        pad = self.image.pad(function)
+        if pad is not None:
+            return function, pad.address
+        for m in self.modules.modules:
+            for addr, name in m.pads:
+                if name == function and m.loaded:
+                    return name, addr
+        sym = self.image.lookup(function)
+        if sym is not None and sym.kind == "func":
+            raise FtraceError(f"{function} has no fentry pad (it is notrace); it cannot be traced or patched")
+        raise FtraceError(f"no function {function!r} in the kernel or a loaded module; `lab pads` lists the traceable ones")
+
+    def state(self, address):
+        return self._state.get(address, (PadState.NOP, None))
+
+    def read_pad(self, address):
+        return self.machine.read(address, PAD_SIZE)
+
+    def _write(self, address, code):
+        if len(code) != PAD_SIZE:
+            raise FtraceError(f"a pad replacement must be {PAD_SIZE} bytes, not {len(code)}")
+        self.machine.write_code(address, code)
+
+    def set_call(self, address, target):
+        self._write(address, branch("call", address, target))
+        self._state[address] = (PadState.CALL, target)
+
+    def set_jmp(self, address, target):
+        self._write(address, branch("jmp", address, target))
+        self._state[address] = (PadState.JMP, target)
+
+    def set_nop(self, address):
+        self._write(address, PAD_BYTES)
+        self._state.pop(address, None)
+
+    def disassemble_pad(self, address):
+        return disassemble(self.read_pad(address), address, 1, symbolize=self.symbolize)[0]
+
+    def symbolize(self, address):
+        m = self.modules.module_at(address)
+        if m is not None:
+            f = m.function_at(address)
+            if f is not None:
+                off = address - f.address
+                return f"{f.name}+{off:#x} [{m.name}]" if off else f"{f.name} [{m.name}]"
+            return f"{address:#x} [{m.name}]"
+        if TRAMPOLINE_AREA[0] <= address < TRAMPOLINE_AREA[1]:
+            return f"{address:#x} [trampoline]"
+        return self.image.symbolize(address)
+
+    # ---- trampolines ----
+    def alloc_trampoline(self, build):
+        """Place code made by build(address) -> bytes in the trampoline area.
+        Trampolines are never freed or rewritten: a task preempted inside one
+        finishes it as it was."""
+        address = self._next_tramp
+        code = build(address)
+        end = (address + len(code) + 15) & ~15
+        if end > TRAMPOLINE_AREA[1]:
+            raise FtraceError("the trampoline area is full; reboot the lab")
+        self.machine.write_code(address, code)
+        self._next_tramp = end
+        return address
+
+    # ---- function tracers (ftrace_ops) ----
+    def register_tracer(self, function, callback):
+        """Call callback(FunctionCall) on every entry into function.  Returns a
+        handle for unregister_tracer().  Works whatever the pad holds."""
+        name, address = self.resolve(function)
+        callbacks = self._tracers.setdefault(address, [])
+        if address not in self._hooks:
+            self._hooks[address] = self.machine.add_code_hook(address, self._dispatch)
+        entry = (name, callback)
+        callbacks.append(entry)
+        return (address, entry)
+
+    def unregister_tracer(self, handle):
+        address, entry = handle
+        callbacks = self._tracers.get(address, [])
+        if entry in callbacks:
+            callbacks.remove(entry)
+        if not callbacks and address in self._hooks:
+            self.machine.remove_code_hook(self._hooks.pop(address))
+            self._tracers.pop(address, None)
+
+    def _dispatch(self, address):
+        m, k = self.machine, self.kernel
+        call = None
+        for name, callback in list(self._tracers.get(address, ())):
+            if call is None:
+                rsp = m.reg("rsp")
+                call = FunctionCall(name, address, m.clock, k.current, k.in_interrupt, m.u64(rsp))
+            callback(call)

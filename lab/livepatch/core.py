@@ -1,0 +1,343 @@
+"""core - the life of a patch: load, patch, transition, complete; revert, replace, force, boot."""
+from __future__ import annotations
+
+from .. import events as ev
+from ..errors import LabError
+from ..ftrace import FtraceError
+from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
+from .transition import IRQ, SAFE_POINT_NAMES, Transition
+
+ENOENT, EBUSY, EEXIST, EINVAL = 2, 16, 17, 22
+
+
+class Refusal(Exception):
+    def __init__(self, errno, message):
+        self.errno = errno
+        super().__init__(message)
+
+
+class Livepatch:
+    """The kGraft core of one system."""
+
+    def __init__(self, kernel, ftrace, modules, *, signal_after=None):
+        self.kernel = kernel
+        self.machine = kernel.machine
+        self.image = kernel.image
+        self.ftrace = ftrace
+        self.modules = modules
+        self.signal_after = signal_after
+        self.patches = []
+        self.transition = None
+        self.last_transition = None
+        self.taints = []
+        self._stacks = {}        # pad -> [(patch, new address)], the top one is live (klp_ops.func_stack)
+        self._requests = []
+        c = kernel.c
+        self._consts = {
+            "current_task": self.image.address("current_task"),
+            "irq_depth": self.image.address("irq_depth"),
+            "kgr_irq_universe": self.image.address("kgr_irq_universe"),
+            "TASK_kgr_universe": c["TASK_kgr_universe"],
+        }
+        self._safe_kinds = {c[k]: v for k, v in SAFE_POINT_NAMES.items()}
+        kernel.on_hypercall("KGR_PATCH", self._hc_patch)
+        kernel.on_hypercall("KGR_UNPATCH", self._hc_unpatch)
+        kernel.on_hypercall("KGR_SAFE", self._hc_safe)
+        kernel.on_hypercall("MODULE_DONE", self._hc_module_done)
+        kernel.on_hypercall("KALLSYMS_LOOKUP", self._hc_kallsyms)
+        kernel.slice_hooks.append(self._after_slice)
+
+    # ---- logging, the kernel's way ----
+    def _log(self, text, level=5):
+        self.kernel.log.add(ev.Console, self.machine.clock, tid=self.kernel.current, level=level,
+                            text=f"livepatch: {text}")
+
+    def _set_state(self, patch, state, detail=""):
+        patch.set_state(state, self.machine.clock)
+        self.kernel.log.add(ev.PatchEvent, self.machine.clock, name=patch.name, state=state.value, detail=detail)
+
+    # ---- loading ----
+    def load(self, path):
+        """Load a patch object; its init runs in kmodloader (or, before boot,
+        from start_kernel).  Returns the Patch, in state LOADING."""
+        module = self.modules.load(path)
+        patch = Patch(module)
+        self.patches.append(patch)
+        k, m = self.kernel, self.machine
+        if not k.booted:
+            n = m.i32(self.image.address("nr_boot_modules"))
+            if n >= 8:
+                raise LivepatchError("at most 8 patches can be applied at boot")
+            m.set_u64(self.image.address("boot_module_inits") + 8 * n, module.init)
+            m.set_u32(self.image.address("nr_boot_modules"), n + 1)
+        else:
+            m.set_u64(self.image.address("modload_request"), module.init)
+            k.kick(k.find("kmodloader").tid, fake_signal=False)
+        return patch
+
+    def _patch_of_module(self, address):
+        module = self.modules.module_at(address)
+        for p in self.patches:
+            if p.module is module:
+                return p
+        return None
+
+    def _read_description(self, ptr, module):
+        m, c = self.machine, self.kernel.c
+        name = m.cstring(m.u64(ptr + c["KGR_PATCH_name"]))
+        replace_all = bool(m.i32(ptr + c["KGR_PATCH_replace_all"]))
+        funcs, skipped = [], []
+        for i in range(c["KGR_PATCH_MAX"]):
+            rec = ptr + c["KGR_PATCH_patches"] + i * c["KGR_FUN_SIZE"]
+            name_ptr = m.u64(rec + c["KGR_FUN_name"])
+            if not name_ptr:
+                break
+            old_name = m.cstring(name_ptr)
+            new_addr = m.u64(rec + c["KGR_FUN_new_fun"])
+            abort = bool(m.i32(rec + c["KGR_FUN_abort_if_missing"]))
+            sym = self.image.lookup(old_name)
+            if sym is None or sym.kind != "func":
+                if abort:
+                    raise Refusal(ENOENT, f"'{name}': function {old_name} not resolved; the whole patch is refused "
+                                          "(abort_if_missing)")
+                self._log(f"'{name}': function {old_name} not resolved, skipping it", level=4)
+                skipped.append(old_name)
+                continue
+            pad = self.image.pad(old_name)
+            if pad is None:
+                raise Refusal(EINVAL, f"'{name}': {old_name} has no fentry pad (it is notrace); it cannot be patched")
+            new_fn = module.function_at(new_addr) if module else None
+            if new_fn is None:
+                raise Refusal(EINVAL, f"'{name}': the replacement for {old_name} is not a function of the module")
+            funcs.append(PatchFunc(old_name, pad.address, new_fn.name, new_addr))
+        if not funcs:
+            raise Refusal(EINVAL, f"'{name}': no function to patch")
+        return PatchDescription(name, tuple(funcs), replace_all, tuple(skipped))
+
+    # ---- hypercalls: record and answer; the work is done in _after_slice ----
+    def _hc_patch(self, ptr, _b, _c):
+        patch = self._patch_of_module(ptr)
+        if patch is None:
+            return -EINVAL
+        try:
+            desc = self._read_description(ptr, patch.module)
+            if self.transition is not None:
+                raise Refusal(EBUSY, f"'{desc.name}': refused: the transition of "
+                                     f"'{self.transition.patch.name}' is still in progress")
+            if any(p.name == desc.name and p.state in (PatchState.COMPLETE, PatchState.TRANSITION)
+                   for p in self.patches if p is not patch):
+                raise Refusal(EEXIST, f"'{desc.name}': a patch of that name is already applied")
+        except Refusal as r:
+            patch.reason = str(r)
+            self._log(str(r), level=3)
+            self._set_state(patch, PatchState.REFUSED, str(r))
+            self._requests.append(("unload", patch))
+            self.machine.stop()
+            return -r.errno
+        patch.description = desc
+        self._requests.append(("start", patch))
+        self.machine.stop()
+        return 0
+
+    def _hc_unpatch(self, ptr, _b, _c):
+        patch = self._patch_of_module(ptr)
+        if patch is None or patch.state != PatchState.COMPLETE or self.transition is not None:
+            return -EINVAL
+        self._requests.append(("revert", patch))
+        self.machine.stop()
+        return 0
+
+    def _hc_module_done(self, fn, ret, _c):
+        ret = ret - (1 << 64) if ret >= 1 << 63 else ret
+        ret = ret - (1 << 32) if ret >= 1 << 31 else ret
+        patch = next((p for p in self.patches if p.module.init == fn and p.state == PatchState.LOADING), None)
+        if patch is not None:
+            reason = (f"init of {patch.module.name} returned {ret}" if ret
+                      else f"init of {patch.module.name} did not call kgr_patch_kernel()")
+            patch.reason = reason
+            self._log(f"'{patch.module.name}': {reason}", level=3)
+            self._set_state(patch, PatchState.FAILED, reason)
+            self._requests.append(("unload", patch))
+            self.machine.stop()
+
+    def _hc_safe(self, tid, kind, _c):
+        t = self.transition
+        if t is None:
+            return
+        mig = t.record_safe_point(tid, self._safe_kinds.get(kind, f"kind-{kind}"), self.machine.clock)
+        self.kernel.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe)
+
+    def _hc_kallsyms(self, name_ptr, _b, _c):
+        name = self.machine.cstring(name_ptr)
+        sym = self.image.lookup(name)
+        if sym is not None:
+            return sym.address
+        return self.modules.lookup(name) or 0
+
+    # ---- between slices ----
+    def _after_slice(self):
+        requests, self._requests = self._requests, []
+        for what, patch in requests:
+            if what == "start":
+                self._start(patch)
+            elif what == "revert":
+                self.revert(patch.name)
+            elif what == "unload":
+                self.modules.unload(patch.module)
+        t = self.transition
+        if t is None:
+            return
+        now = self.machine.clock
+        if self.signal_after and now - t.last_signal_at >= self.signal_after and t.pending():
+            self.send_fake_signals()
+        if t.complete():
+            self._finish()
+
+    # ---- transitions ----
+    def _begin(self, patch, funcs, target, verb):
+        t = Transition(self.kernel, patch, funcs, target, self.machine.clock)
+        t.start()
+        for pad, (old, new) in funcs.items():
+            tramp = self.ftrace.alloc_trampoline(
+                lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new))
+            self.ftrace.set_call(pad, tramp)
+        self.transition = t
+        self._log(f"'{patch.name}': starting {verb} transition")
+        return t
+
+    def _start(self, patch):
+        desc = patch.description
+        funcs = {}
+        for f in desc.functions:
+            stack = self._stacks.get(f.old_addr, [])
+            funcs[f.old_addr] = (stack[-1][1] if stack else None, f.new_addr)
+        if desc.replace_all:
+            for pad, stack in self._stacks.items():
+                if pad not in funcs and stack:
+                    funcs[pad] = (stack[-1][1], None)
+        self._log(f"enabling patch '{patch.name}'")
+        if "LIVEPATCH" not in self.taints:
+            self.taints.append("LIVEPATCH")
+        patch.started_at = self.machine.clock
+        self._set_state(patch, PatchState.TRANSITION)
+        t = self._begin(patch, funcs, 1, "patching")
+        if not self.kernel.booted:
+            # applied from start_kernel(): no task exists yet, every later one
+            # starts in the new universe
+            t.force(self.machine.clock)
+            t.migrated = {}
+            self._finish(boot=True)
+
+    def _finish(self, boot=False):
+        t = self.transition
+        patch = t.patch
+        verb = "patching" if t.target == 1 else "unpatching"
+        self._log(f"'{patch.name}': completing {verb} transition")
+        for pad, (old, new) in t.funcs.items():
+            final = new if t.target == 1 else old
+            if final is None:
+                self.ftrace.set_nop(pad)
+            else:
+                self.ftrace.set_jmp(pad, final)
+        now = self.machine.clock
+        if t.target == 1:
+            desc = patch.description
+            if desc.replace_all:
+                for other in self.patches:
+                    if other is not patch and other.state == PatchState.COMPLETE:
+                        other.replaced_by = patch.name
+                        self._set_state(other, PatchState.REVERTED, f"replaced by '{patch.name}'")
+                self._stacks = {}
+            for pad, (old, new) in t.funcs.items():
+                if new is None:
+                    self._stacks.pop(pad, None)
+                else:
+                    stack = self._stacks.setdefault(pad, [])
+                    if not stack or stack[-1][0] is not patch:
+                        stack.append((patch, new))
+            patch.completed_at = now
+            self._set_state(patch, PatchState.COMPLETE, "boot" if boot else "")
+        else:
+            for pad in t.funcs:
+                stack = self._stacks.get(pad, [])
+                if stack and stack[-1][0] is patch:
+                    stack.pop()
+                if not stack:
+                    self._stacks.pop(pad, None)
+            patch.completed_at = now
+            self._set_state(patch, PatchState.REVERTED)
+        self._log(f"'{patch.name}': {verb} complete")
+        self.last_transition = t
+        self.transition = None
+        if boot:
+            t.boot = True
+
+    # ---- what a user asks for ----
+    def find(self, name):
+        for p in reversed(self.patches):
+            if p.name == name:
+                return p
+        names = ", ".join(p.name for p in self.patches) or "none"
+        raise LivepatchError(f"no patch {name!r}; loaded patches: {names}")
+
+    def revert(self, name):
+        """Unpatch: the same transition backwards.  Reverting the patch whose
+        transition is running reverses that transition instead."""
+        patch = self.find(name)
+        t = self.transition
+        if t is not None:
+            if t.patch is not patch:
+                raise LivepatchError(f"'{t.patch.name}' is in transition; wait for it or revert it first")
+            self.reverse()
+            return patch
+        if patch.state != PatchState.COMPLETE:
+            raise LivepatchError(f"'{name}' is {patch.state.value}, not applied; nothing to revert")
+        funcs = {}
+        for f in patch.description.functions:
+            stack = self._stacks.get(f.old_addr, [])
+            if not stack or stack[-1][0] is not patch:
+                top = stack[-1][0].name if stack else "?"
+                raise LivepatchError(f"'{name}': {f.old_name} is patched again by '{top}'; revert that one first")
+            below = stack[-2][1] if len(stack) > 1 else None
+            funcs[f.old_addr] = (below, f.new_addr)
+        self._set_state(patch, PatchState.REVERTING)
+        self._begin(patch, funcs, 0, "unpatching")
+        return patch
+
+    def reverse(self):
+        t = self._need_transition()
+        before = "patching" if t.target == 1 else "unpatching"
+        t.reverse()
+        after = "patching" if t.target == 1 else "unpatching"
+        self._log(f"'{t.patch.name}': reversing transition from {before} to {after}")
+        self._set_state(t.patch, PatchState.TRANSITION if t.target == 1 else PatchState.REVERTING, "reversed")
+
+    def force(self):
+        """Move every pending task now.  Unsafe, so recorded as a warning and a taint."""
+        t = self._need_transition()
+        state = "patched" if t.target == 1 else "unpatched"
+        self._log(f"'{t.patch.name}': forcing remaining tasks to the {state} state", level=4)
+        for tid in t.force(self.machine.clock):
+            self.kernel.log.add(ev.Migrated, self.machine.clock, tid=tid, by="force", universe=t.target)
+        t.patch.forced = True
+        if "LIVEPATCH_FORCED" not in self.taints:
+            self.taints.append("LIVEPATCH_FORCED")
+        if t.complete():
+            self._finish()
+
+    def send_fake_signals(self):
+        """SIGKGRAFT: wake every task still in progress so it passes a safe point."""
+        t = self._need_transition()
+        return t.send_fake_signals(self.machine.clock)
+
+    def _need_transition(self):
+        if self.transition is None:
+            raise LivepatchError("no transition is in progress")
+        return self.transition
+
+    def pending(self):
+        """(task, function it sleeps in) for every task the transition waits for."""
+        t = self.transition
+        if t is None:
+            return []
+        return [(task, task.sleeps_in()) for task in t.pending()]

@@ -1,0 +1,103 @@
+"""patch - what a patch is (its author-facing description) and its ftrace side: the kGraft trampoline."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ..errors import LabError
+from ..ftrace import assemble
+
+
+class LivepatchError(LabError):
+    """A patch was refused or a patching operation cannot be done now."""
+
+
+class PatchState(enum.Enum):
+    LOADING = "loading"          # module loaded, its init has not called kgr_patch_kernel() yet
+    TRANSITION = "transition"
+    COMPLETE = "complete"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PatchFunc:
+    """One replaced function: the kernel's old one and the module's new one."""
+
+    old_name: str
+    old_addr: int
+    new_name: str
+    new_addr: int
+
+
+@dataclass(frozen=True)
+class PatchDescription:
+    """The struct kgr_patch a module handed to kgr_patch_kernel(), resolved."""
+
+    name: str
+    functions: tuple
+    replace_all: bool = False
+    skipped: tuple = ()          # names not found, without abort_if_missing
+
+
+@dataclass
+class Patch:
+    """A patch's runtime bookkeeping."""
+
+    module: object
+    description: PatchDescription | None = None
+    state: PatchState = PatchState.LOADING
+    started_at: int | None = None
+    completed_at: int | None = None
+    reason: str | None = None    # why it was refused or failed
+    forced: bool = False
+    replaced_by: str | None = None
+    history: list = field(default_factory=list)  # (at, state)
+
+    @property
+    def name(self):
+        return self.description.name if self.description else self.module.name
+
+    def set_state(self, state, at):
+        self.state = state
+        self.history.append((at, state.value))
+
+
+def trampoline_source(address, consts, old_target, new_target):
+    """The kGraft decision stub (kGraft's kgr_stub): called from a pad during a
+    transition, it picks the old or the new function by the caller's universe,
+    the interrupt context's own when it runs in an interrupt.  A target of
+    None is the original body right after the pad: return into it.  Uses only
+    r11, which is dead at a function's entry.
+
+    The caller's return address into the patched function is on the stack;
+    jumping to a replacement drops it, so the replacement returns straight to
+    the original caller."""
+    def go(target):
+        return "ret" if target is None else f"add rsp, 8\n jmp {target:#x}"
+    # Absolute addresses go through r11: keystone encodes `[abs]` as
+    # rip-relative (UNICORN.md); tests check every trampoline with capstone.
+    return f"""
+        mov r11, {consts['irq_depth']:#x}
+        cmp dword ptr [r11], 0
+        jne irq
+        mov r11, {consts['current_task']:#x}
+        mov r11, qword ptr [r11]
+        movzx r11d, byte ptr [r11 + {consts['TASK_kgr_universe']:#x}]
+        jmp decide
+    irq:
+        mov r11, {consts['kgr_irq_universe']:#x}
+        movzx r11d, byte ptr [r11]
+    decide:
+        test r11d, r11d
+        jz old
+        {go(new_target)}
+    old:
+        {go(old_target)}
+    """
+
+
+def build_trampoline(address, consts, old_target, new_target):
+    return assemble(trampoline_source(address, consts, old_target, new_target), address)

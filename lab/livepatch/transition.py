@@ -1,0 +1,126 @@
+"""transition - per-task switching between universes: start, safe points, fake signals, try_complete, reverse, force."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..kernel import TaskState
+
+SAFE_POINT_NAMES = {
+    "KGR_SAFE_SYSCALL_EXIT_KIND": "syscall-exit",
+    "KGR_SAFE_FREEZER_KIND": "freezer",
+    "KGR_SAFE_TASK_KIND": "kgr-task-safe",
+    "KGR_SAFE_WORKER_KIND": "kthread-worker",
+    "KGR_SAFE_IRQ_KIND": "irq-exit",
+}
+IRQ = -1   # the interrupt context, which keeps its own universe flag
+
+
+@dataclass(frozen=True)
+class Migration:
+    tid: int
+    at: int
+    by: str
+    universe: int
+
+
+class Transition:
+    """One patching or unpatching transition.
+
+    funcs maps each pad address to (old target, new target), a target None
+    meaning the original body.  Universe 0 runs the old targets, universe 1 the
+    new ones; `target` is the universe every task is moving to (1 when
+    patching, 0 when unpatching).  Reversing flips the target and nothing else.
+    """
+
+    def __init__(self, kernel, patch, funcs, target, at):
+        self.kernel = kernel
+        self.patch = patch
+        self.funcs = funcs
+        self.target = target
+        self.started_at = at
+        self.migrated = {}       # tid -> Migration (IRQ for the interrupt context)
+        self.signalled = set()   # tids sent a fake signal since the last reversal
+        self.last_signal_at = at
+        self._c = kernel.c
+        self._target_addr = kernel.image.address("kgr_target_universe")
+        self._irq_addr = kernel.image.address("kgr_irq_universe")
+
+    @property
+    def patching(self):
+        return self.target == 1
+
+    def tracked(self):
+        """The tasks the transition waits for.  The idle task is left out, as
+        kGraft's for_each_process_thread() leaves it out: the idle loop calls no
+        patchable function (kgr_task_safe() and schedule() are notrace), and
+        what interrupts run is covered by the interrupt's own flag."""
+        return [t for t in self.kernel.tasks
+                if not t.is_idle and t.state not in (TaskState.DEAD, TaskState.UNUSED)]
+
+    def universe_of(self, task):
+        return self.kernel.machine.u8(task._field("kgr_universe"))
+
+    def irq_universe(self):
+        return self.kernel.machine.u8(self._irq_addr)
+
+    def start(self):
+        """Put every task in the universe it leaves, then set the target:
+        from here on each task moves at its own safe point."""
+        m = self.kernel.machine
+        leave = 1 - self.target
+        for t in self.kernel.tasks:
+            if t.is_idle:
+                m.set_u8(t._field("kgr_universe"), self.target)
+            elif t.state not in (TaskState.DEAD, TaskState.UNUSED):
+                m.set_u8(t._field("kgr_universe"), leave)
+        m.set_u8(self._irq_addr, leave)
+        m.set_u8(self._target_addr, self.target)
+
+    def record_safe_point(self, tid, kind_name, at):
+        """A task (or the interrupt context) passed a safe point and moved."""
+        tid = IRQ if tid in (-1, 0xFFFFFFFFFFFFFFFF) else tid
+        by = kind_name
+        if tid in self.signalled and kind_name != "irq-exit":
+            by = "fake-signal"
+        mig = Migration(tid, at, by, self.target)
+        self.migrated[tid] = mig
+        return mig
+
+    def pending(self):
+        """Tasks still in the universe they leave."""
+        return [t for t in self.tracked() if self.universe_of(t) != self.target]
+
+    def complete(self):
+        return not self.pending() and self.irq_universe() == self.target
+
+    def send_fake_signals(self, at):
+        """Upstream's klp_send_signals(): a fake signal to every user task
+        still in progress, a plain wake-up to kernel threads."""
+        sent = []
+        for t in self.pending():
+            self.kernel.kick(t.tid, fake_signal=(t.kind == "user"))
+            self.signalled.add(t.tid)
+            sent.append(t.tid)
+        self.last_signal_at = at
+        return sent
+
+    def reverse(self):
+        """Turn the transition around: tasks that already moved now have to
+        move back, the others are already where the new target is."""
+        self.target = 1 - self.target
+        self.kernel.machine.set_u8(self._target_addr, self.target)
+        self.migrated = {}
+        self.signalled = set()
+
+    def force(self, at):
+        """Move every pending task (and the interrupt context) at once."""
+        m = self.kernel.machine
+        moved = []
+        for t in self.pending():
+            m.set_u8(t._field("kgr_universe"), self.target)
+            self.migrated[t.tid] = Migration(t.tid, at, "force", self.target)
+            moved.append(t.tid)
+        if self.irq_universe() != self.target:
+            m.set_u8(self._irq_addr, self.target)
+            self.migrated[IRQ] = Migration(IRQ, at, "force", self.target)
+        return moved
