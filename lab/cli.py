@@ -65,12 +65,33 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("demo", help="the bundled scenario, start to end")
-    _add_boot(p, 3_000_000)
+    _add_image(p)
+    p.add_argument("--instructions", type=_count, default=8_000_000, metavar="N",
+                   help="stop after N instructions at most (default 8,000,000)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the story")
 
-    p = sub.add_parser("run", help="boot a workload and run it")
+    p = sub.add_parser("run", help="boot a workload and run it, optionally live-patching it")
     _add_boot(p, 2_000_000)
+    p.add_argument("--patch", metavar="FILE", action="append", default=[],
+                   help="a patch object (.o) to apply at --patch-at; repeat for several, applied in turn")
+    p.add_argument("--patch-at", type=_count, default=1_000_000, metavar="N",
+                   help="instruction at which the first patch is loaded (default 1,000,000)")
+    p.add_argument("--signal-after", type=_count, default=None, metavar="N",
+                   help="send the fake signal to tasks still in progress N instructions into a transition, "
+                        "and every N after")
+    p.add_argument("--revert-at", type=_count, default=None, metavar="N",
+                   help="revert the last patch at instruction N")
+    p.add_argument("--boot-patch", metavar="FILE", action="append", default=[],
+                   help="a patch applied at boot, before the first task runs (a reboot with patches)")
     p.add_argument("--inject-fault", metavar="TASK", action="append", default=[],
                    help="make TASK (tid or name) take a page fault at its next system call")
+
+    p = sub.add_parser("patch", help="live patch objects")
+    psub = p.add_subparsers(dest="patch_command", required=True, parser_class=_Parser)
+    b = psub.add_parser("build", help="compile a C live patch with the firmware's flags")
+    b.add_argument("source")
+    b.add_argument("-o", "--output", metavar="OUT.o")
 
     p = sub.add_parser("workloads", help="the workloads the image offers")
     _add_image(p)
@@ -100,12 +121,34 @@ def _boot_kwargs(args):
 
 
 def cmd_run(args, out):
+    import pathlib
+
     from .render import run_view
     from .system import boot
-    system = boot(args.image, **_boot_kwargs(args))
-    for name in getattr(args, "inject_fault", []):
+    for path in args.patch + args.boot_patch:
+        if not pathlib.Path(path).is_file():
+            raise LabError(f"{path}: no such patch object; build one with `lab patch build SOURCE.c`")
+    if args.patch and args.patch_at >= args.instructions:
+        raise LabError(f"--patch-at {args.patch_at:,} is not before the end of the run ({args.instructions:,})")
+    system = boot(args.image, **_boot_kwargs(args), patches=args.boot_patch, signal_after=args.signal_after)
+    for name in args.inject_fault:
         system.inject_fault(int(name) if name.isdigit() else name)
-    system.run(args.instructions)
+    end = args.instructions
+    if args.patch:
+        system.run(args.patch_at)
+        for i, path in enumerate(args.patch):
+            if i:   # one transition at a time, as kGraft requires
+                system.run(max(end - system.clock, 1), until=lambda s: s.transition is None)
+            if system.clock >= end:
+                break
+            system.apply_patch(path)
+    if args.revert_at is not None and args.revert_at > system.clock:
+        system.run(args.revert_at - system.clock)
+        patches = [p for p in system.patches if p.state.value in ("complete", "transition")]
+        if patches:
+            system.revert(patches[-1].name)
+    if system.clock < end:
+        system.run(end - system.clock)
     report = system.report()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -115,7 +158,28 @@ def cmd_run(args, out):
 
 
 def cmd_demo(args, out):
-    return cmd_run(args, out)
+    from .demo import run_demo
+    from .render import demo_view
+    if args.json:
+        system = run_demo(args.instructions, seed=args.seed, image=args.image)
+        print(json.dumps(system.report(), indent=2))
+        return EXIT_OK
+    out.rule("kGraft lab: live patching capable() on a running kernel")
+
+    def on_step(system, lines):
+        for at, text in lines:
+            out.print(f"[dim]{at:>11,}[/dim]  {text}")
+
+    system = run_demo(args.instructions, seed=args.seed, image=args.image, on_step=on_step)
+    out.print(demo_view(system))
+    return EXIT_OK
+
+
+def cmd_patch(args, out):
+    from .patchbuild import build_patch
+    path = build_patch(args.source, args.output)
+    out.print(f"built {path}")
+    return EXIT_OK
 
 
 def cmd_workloads(args, out):
@@ -190,7 +254,7 @@ def cmd_disasm(args, out):
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "workloads": cmd_workloads, "symbols": cmd_symbols,
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "workloads": cmd_workloads, "symbols": cmd_symbols,
             "pads": cmd_pads, "disasm": cmd_disasm}
 
 

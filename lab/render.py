@@ -75,7 +75,11 @@ class RunSummary:
 
 
 def run_view(report, console_lines=40):
-    return Group(RunSummary(report), TaskTable(report), ConsoleView(report["console"], console_lines))
+    parts = [RunSummary(report), TaskTable(report)]
+    if report.get("patches"):
+        parts.append(PatchTable(report))
+    parts.append(ConsoleView(report["console"], console_lines))
+    return Group(*parts)
 
 
 class Listing:
@@ -99,3 +103,50 @@ class Listing:
             t.add_row(f"{x.address:#010x} <{label}>", x.raw.hex(" "), Text(x.text, style=style),
                       f"# {x.comment}" if x.comment else "")
         return t
+
+
+class PadView:
+    """A patched function's pad as the CPU sees it now, disassembled."""
+
+    def __init__(self, system, function):
+        self.system = system
+        self.function = function
+
+    def __rich__(self):
+        ft = self.system.ftrace
+        name, address = ft.resolve(self.function)
+        insn = ft.disassemble_pad(address)
+        target = ft.state(address)[1]
+        where = f" -> {ft.symbolize(target)}" if target is not None else ""
+        return Text.assemble((f"{address:#010x} <{name}>  ", "dim"), (insn.raw.hex(" ") + "  ", "dim"),
+                             (insn.text, "bold yellow"), (where, "blue"))
+
+
+class PatchTable:
+    def __init__(self, report):
+        self.report = report
+
+    def __rich__(self):
+        t = Table(title="patches", title_justify="left")
+        for col in ("name", "state", "functions", "started at", "completed at"):
+            t.add_column(col)
+        for p in self.report["patches"]:
+            funcs = ", ".join(f"{f['old']} -> {f['new']}" for f in p["functions"])
+            t.add_row(p["name"], p["state"], funcs, _num(p["started_at"]), _num(p["completed_at"]))
+        return t
+
+
+def _num(v):
+    return "" if v is None else f"{v:,}"
+
+
+def demo_view(system):
+    report = system.report()
+    parts = [TaskTable(report), PatchTable(report)]
+    for p in system.patches:
+        if p.description:
+            for f in p.description.functions:
+                parts.append(PadView(system, f.old_name))
+    lines = [line for line in report["console"] if line.startswith(("livepatch", "we added", "pipe-reader"))]
+    parts.append(ConsoleView(lines, 20, title="console (livepatch lines)"))
+    return Group(*parts)

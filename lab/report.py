@@ -2,31 +2,87 @@
 from __future__ import annotations
 
 from . import events as ev
+from .kernel import TaskState
+from .livepatch import IRQ
 
 SCHEMA = 1
 
 
-def task_record(task):
-    rec = {
+def _universe(system, task):
+    """(universe, migrated_at, migrated_by) with respect to the latest transition."""
+    lp = system.livepatch
+    t = lp.transition or lp.last_transition
+    if t is None:
+        return "old", None, None
+    if task.is_idle:
+        # not tracked (kGraft walks for_each_process_thread, which skips it)
+        return "new", None, None
+    if getattr(t, "boot", False):
+        return "new", t.started_at, "boot"
+    mig = t.migrated.get(task.tid)
+    at_target = t.universe_of(task) == t.target
+    return ("new" if at_target else "old"), (mig.at if mig and at_target else None), \
+        (mig.by if mig and at_target else None)
+
+
+def task_record(system, task):
+    universe, at, by = _universe(system, task)
+    sleeping = task.state == TaskState.SLEEPING
+    return {
         "tid": task.tid,
         "name": task.name,
         "kind": task.kind,
         "state": "oopsed" if task.oopsed else task.state.value,
-        "universe": "old",
-        "migrated_at": None,
-        "migrated_by": None,
+        "universe": universe,
+        "migrated_at": at,
+        "migrated_by": by,
         "syscalls": task.syscalls,
         "switches": task.switches,
         "iterations": task.iterations,
         "signals": task.signals,
-        "sleeps_in": task.sleeps_in() if task.state.value == "sleeping" else None,
+        "sleeps_in": task.sleeps_in() if sleeping else None,
     }
-    return rec
+
+
+def patch_record(patch):
+    d = patch.description
+    return {
+        "name": patch.name,
+        "module": patch.module.path.name,
+        "state": patch.state.value,
+        "started_at": patch.started_at,
+        "completed_at": patch.completed_at,
+        "functions": [{"old": f.old_name, "new": f.new_name} for f in d.functions] if d else [],
+        "skipped": list(d.skipped) if d else [],
+        "replace_all": bool(d and d.replace_all),
+        "replaced_by": patch.replaced_by,
+        "forced": patch.forced,
+        "reason": patch.reason,
+    }
+
+
+def transition_record(system):
+    lp = system.livepatch
+    t = lp.transition
+    if t is None:
+        return None
+    return {
+        "patch": t.patch.name,
+        "direction": "patching" if t.target == 1 else "unpatching",
+        "started_at": t.started_at,
+        "irq_universe": "new" if t.irq_universe() == t.target else "old",
+        "pending": [{"tid": task.tid, "name": task.name, "sleeps_in": where}
+                    for task, where in lp.pending()],
+    }
 
 
 def build_report(system):
     k = system.kernel
     log = k.log
+    irq = None
+    t = system.livepatch.transition or system.livepatch.last_transition
+    if t is not None and IRQ in t.migrated:
+        irq = {"migrated_at": t.migrated[IRQ].at, "migrated_by": t.migrated[IRQ].by}
     return {
         "schema": SCHEMA,
         "model": "kgraft",
@@ -36,10 +92,13 @@ def build_report(system):
         "instructions": system.clock,
         "digest": log.digest,
         "events": len(log),
-        "tasks": [task_record(t) for t in k.tasks],
-        "patches": [],
+        "tasks": [task_record(system, t) for t in k.tasks],
+        "interrupts": irq,
+        "patches": [patch_record(p) for p in system.livepatch.patches],
+        "transition": transition_record(system),
         "signals": [{"tid": e.tid, "sig": e.sig, "fake": e.fake, "at": e.at} for e in log.of(ev.Signal)],
         "violations": [],
+        "taints": list(system.livepatch.taints),
         "oopses": [{"tid": e.tid, "reason": e.reason, "address": e.address, "rip": e.rip,
                     "where": e.where, "at": e.at, "code": list(e.code)} for e in log.of(ev.Oops)],
         "panic": k.panicked,

@@ -1,0 +1,62 @@
+"""demo - the bundled scenario: the default workload, the capable() patch, the sleeper moved by the fake signal."""
+from __future__ import annotations
+
+from . import events as ev
+from .image import FIRMWARE_DIR
+from .system import boot
+
+PATCH = FIRMWARE_DIR.parent / "patches" / "kgr_capable.o"
+PATCH_AT = 1_000_000
+SIGNAL_AFTER = 1_500_000
+STEP = 100_000
+
+
+def describe(event, system):
+    """One line of the story for the events a person should notice, else None."""
+    name = lambda tid: "interrupts" if tid == -1 else system.task(tid).name  # noqa: E731
+    if isinstance(event, ev.Migrated):
+        how = {"syscall-exit": "at its system call exit", "freezer": "in try_to_freeze()",
+               "kgr-task-safe": "at its kgr_task_safe() annotation", "kthread-worker": "in its kthread_worker loop",
+               "irq-exit": "at interrupt exit", "fake-signal": "after the fake signal woke it (kernel exit)",
+               "force": "by force"}.get(event.by, event.by)
+        return f"{name(event.tid)} moved to the new universe {how}"
+    if isinstance(event, ev.Signal) and event.fake:
+        kind = "fake signal" if system.task(event.tid).kind == "user" else "wake-up"
+        return f"{kind} sent to {name(event.tid)}"
+    if isinstance(event, ev.PatchEvent):
+        return f"patch '{event.name}' is now {event.state}"
+    return None
+
+
+def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=None):
+    """Run the scenario; on_step(system, new story lines) after each step.  Returns the system."""
+    kwargs = {"seed": seed, "signal_after": SIGNAL_AFTER}
+    if quantum:
+        kwargs["quantum"] = quantum
+    system = boot(image, **kwargs)
+    seen = 0
+    story = []
+
+    def step(n):
+        nonlocal seen
+        system.run(n)
+        lines = []
+        for e in system.events[seen:]:
+            text = describe(e, system)
+            if text:
+                lines.append((e.at, text))
+        seen = len(system.events)
+        story.extend(lines)
+        if on_step:
+            on_step(system, lines)
+
+    while system.clock < PATCH_AT:
+        step(min(STEP, PATCH_AT - system.clock))
+    system.apply_patch(PATCH)
+    step(1)
+    while system.clock < instructions and (system.transition is not None or system.clock < PATCH_AT + SIGNAL_AFTER):
+        step(STEP)
+    if system.clock < instructions:
+        step(min(500_000, instructions - system.clock))
+    system.story = story
+    return system
