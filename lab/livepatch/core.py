@@ -119,6 +119,7 @@ class Livepatch:
         patch = self._patch_of_module(ptr)
         if patch is None:
             return -EINVAL
+        patch.declared_name = self.machine.cstring(self.machine.u64(ptr + self.kernel.c["KGR_PATCH_name"]))
         try:
             desc = self._read_description(ptr, patch.module)
             if self.transition is not None:

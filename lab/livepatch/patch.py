@@ -54,11 +54,14 @@ class Patch:
     reason: str | None = None    # why it was refused or failed
     forced: bool = False
     replaced_by: str | None = None
+    declared_name: str | None = None   # struct kgr_patch .name, known even when refused
     history: list = field(default_factory=list)  # (at, state)
 
     @property
     def name(self):
-        return self.description.name if self.description else self.module.name
+        if self.description:
+            return self.description.name
+        return self.declared_name or self.module.name
 
     def set_state(self, state, at):
         self.state = state
