@@ -20,7 +20,7 @@ def _count(text):
     """A positive instruction count; accepts 5e6 and 1_000_000."""
     try:
         value = int(float(text)) if ("e" in text.lower() or "." in text) else int(text.replace("_", ""))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")

@@ -334,14 +334,15 @@ class Kernel:
             now = m.clock
             if end is not None and now >= end:
                 break
-            stop = self._next_tick if self._stall == 0 else now + _STALL_CHUNK
-            if end is not None:
-                stop = min(stop, end)
+            # a pending tick is retried every _STALL_CHUNK instructions counted
+            # from when it fell due, so where run() is split changes nothing
+            due = self._next_tick + self._stall * _STALL_CHUNK
+            stop = due if end is None else min(due, end)
             try:
                 m.run(max(stop - now, 1))
             except MachineFault as fault:
                 self._oops(fault)
-            if m.clock >= self._next_tick:
+            if m.clock >= due:
                 self._tick()
             for hook in self.slice_hooks:
                 hook()

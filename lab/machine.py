@@ -22,6 +22,7 @@ RAM_BASE = 0x100000  # the first MiB stays unmapped: a NULL dereference faults
 RAM_END = 0x800000
 HYPERCALL_PORT = 0xE9
 X86_EFLAGS_IF = 0x200
+_NEVER = 2**64 - 1
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -234,7 +235,9 @@ class Machine:
         try:
             # count on every emu_start: Unicorn's counting hook must exist before
             # any block is translated (UNICORN.md)
-            self._uc.emu_start(rip, 0, 0, count)
+            # `until` must be unreachable: 0 would make a jump to NULL end the
+            # slice silently instead of faulting
+            self._uc.emu_start(rip, _NEVER, 0, count)
         except UcError as exc:
             done = self._counter.value - 1
             self.retired += done
@@ -245,9 +248,15 @@ class Machine:
             self._running = False
             raise
         done = min(self._counter.value - 1, count)
+        if done < count and not self._stop_requested and self._hlt_before(self._uc.reg_read(X.UC_X86_REG_RIP)):
+            done += 1   # hlt retired and ended emu_start before the counter saw the next instruction
         self.retired += done
         self._running = False
         return done
+
+    def _hlt_before(self, rip):
+        off = rip - 1 - RAM_BASE
+        return 0 <= off < len(self.ram) and self.ram[off] == 0xF4
 
     def _fault(self, exc):
         rip = self._uc.reg_read(X.UC_X86_REG_RIP)

@@ -26,6 +26,7 @@ class System:
         self.boot_patches = tuple(str(p) for p in patches)
         for path in patches:   # a reboot with patches: applied before the first task runs
             self._livepatch.load(path)
+        self.run_until_booted()   # start_kernel() has created the workload's tasks
 
     image = property(lambda self: self._image)
     machine = property(lambda self: self._machine)

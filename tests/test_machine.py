@@ -1,0 +1,241 @@
+"""Tests for lab.machine: the instruction clock, the hypercall port, memory, faults,
+and regression tests for the Unicorn 2.1.4 behaviour the lab relies on (UNICORN.md)."""
+import struct
+
+import pytest
+
+import lab
+from lab.machine import RAM_BASE, RAM_END, X86_EFLAGS_IF, Machine
+
+CODE = RAM_BASE + 0x1000  # scratch code, away from anything else
+ENTRY = RAM_BASE + 0x2000
+
+# hand-encoded instructions
+NOP = "90"
+HLT = "f4"
+OUT_E9_EAX = "e7e9"          # out 0xe9, eax: the hypercall
+SYSCALL = "0f05"
+SPIN = "ebfe"                # jmp $
+INC_EAX_LOOP = "ffc0ebfc"    # 1: inc eax; jmp 1b
+
+
+def mov_eax(imm):
+    return "b8" + struct.pack("<I", imm).hex()
+
+
+def mov_edi(imm):
+    return "bf" + struct.pack("<I", imm).hex()
+
+
+def hypercall(nr):
+    return mov_eax(nr) + OUT_E9_EAX
+
+
+@pytest.fixture
+def machine():
+    return Machine()
+
+
+@pytest.fixture
+def calls(machine):
+    """Hypercalls 1 and 2 record (number, clock, rdi) and answer nothing."""
+    seen = []
+    for nr in (1, 2):
+        machine.hypercalls[nr] = lambda a, b, c, nr=nr: seen.append((nr, machine.clock, a))
+    return seen
+
+
+def load(machine, hexcode, address=CODE):
+    machine.write_code(address, bytes.fromhex(hexcode))
+
+
+# ---- the clock ----
+
+@pytest.mark.parametrize("nops", [0, 1, 7, 300])
+def test_a_hypercall_sees_the_clock_of_its_own_instruction(machine, calls, nops):
+    load(machine, NOP * nops + hypercall(1) + SPIN)
+    machine.run(nops + 10, rip=CODE)
+    # retired before the out: the nops and the mov eax
+    assert calls == [(1, nops + 1, 0)]
+
+
+def test_the_hook_clock_counts_instructions_retired_in_earlier_slices(machine, calls):
+    load(machine, NOP * 5 + hypercall(1) + NOP * 3 + hypercall(2) + SPIN)
+    assert machine.run(2, rip=CODE) == 2
+    assert machine.run(3) == 3
+    machine.run(20)
+    assert [(nr, clock) for nr, clock, _ in calls] == [(1, 6), (2, 6 + 1 + 3 + 1)]
+
+
+def test_run_returns_the_count_and_advances_the_clock_by_it(machine):
+    load(machine, INC_EAX_LOOP)
+    machine.set_regs(rax=0)
+    assert machine.run(1000, rip=CODE) == 1000
+    assert machine.clock == 1000
+    assert machine.reg("rax") == 500   # every other instruction is the inc
+    assert machine.run(777) == 777
+    assert machine.clock == 1777
+    assert machine.reg("rax") == 889
+
+
+def test_a_hook_that_stops_the_slice_keeps_the_clock_exact(machine, calls):
+    def stop_here(a, b, c):
+        calls.append(("stop", machine.clock))
+        machine.stop()
+
+    machine.hypercalls[1] = stop_here
+    load(machine, NOP + hypercall(1) + NOP * 2 + hypercall(2) + SPIN)
+    assert machine.run(100, rip=CODE) == 3   # nop, mov, out: the out retires
+    assert machine.clock == 3
+    machine.run(10)
+    assert [(nr, clock) for nr, clock, *_ in calls] == [("stop", 2), (2, 6)]
+
+
+def test_hlt_ends_the_slice_and_counts_as_retired(machine, calls):
+    load(machine, NOP + HLT + NOP + hypercall(1) + SPIN)
+    assert machine.run(100, rip=CODE) == 2
+    assert machine.reg("rip") == CODE + 2
+    machine.run(100)
+    assert calls[0][1] == 4   # nop, hlt, nop, mov
+
+
+def test_a_slice_must_run_at_least_one_instruction(machine):
+    with pytest.raises(lab.MachineError, match="at least one instruction"):
+        machine.run(0, rip=CODE)
+
+
+# ---- the hypercall port ----
+
+def test_a_hypercall_handler_gets_rdi_rsi_rdx_and_answers_in_rax(machine):
+    machine.hypercalls[3] = lambda a, b, c: a + b + c
+    load(machine, "48c7c705000000" "48c7c606000000" "48c7c207000000" + hypercall(3) + SPIN)
+    machine.run(6, rip=CODE)
+    assert machine.reg("rax") == 18
+
+
+def test_an_unknown_hypercall_raises_a_machine_error_naming_it(machine):
+    load(machine, hypercall(99) + SPIN)
+    with pytest.raises(lab.MachineError, match="unknown hypercall 99"):
+        machine.run(10, rip=CODE)
+
+
+# ---- faults ----
+
+def test_a_read_of_the_unmapped_first_page_faults_with_its_address(machine):
+    load(machine, NOP * 2 + "488b042510000000" + SPIN)   # mov rax, [0x10]
+    with pytest.raises(lab.MachineFault) as info:
+        machine.run(100, rip=CODE)
+    fault = info.value
+    assert fault.kind == "read of unmapped memory"
+    assert fault.address == 0x10
+    assert fault.rip == CODE + 2
+    assert machine.clock == 2   # the nops retired, the faulting load did not
+
+
+def test_a_jump_to_unmapped_memory_faults_as_a_fetch(machine):
+    load(machine, mov_eax(0x1000) + "ffe0")   # jmp rax
+    with pytest.raises(lab.MachineFault, match="fetch from unmapped memory") as info:
+        machine.run(100, rip=CODE)
+    assert info.value.rip == 0x1000
+
+
+def test_a_jump_to_address_zero_faults_as_a_fetch(machine):
+    load(machine, "31c0" "ffe0")   # xor eax, eax; jmp rax
+    with pytest.raises(lab.MachineFault, match="fetch from unmapped memory"):
+        machine.run(100, rip=CODE)
+
+
+# ---- memory ----
+
+def test_typed_accessors_read_back_what_they_wrote(machine):
+    machine.set_u64(CODE, 2**64 - 1)
+    machine.set_u32(CODE + 8, 0xDEADBEEF)
+    machine.set_u8(CODE + 12, 0x1FF)
+    assert machine.u64(CODE) == 2**64 - 1
+    assert machine.u32(CODE + 8) == 0xDEADBEEF
+    assert machine.u8(CODE + 12) == 0xFF
+    assert machine.i32(CODE) == -1
+    machine.write(CODE + 16, b"hello\0world")
+    assert machine.cstring(CODE + 16) == "hello"
+
+
+def test_guest_stores_are_visible_through_the_ram_view(machine):
+    # mov dword ptr [rip + 0x100], 0x12345678 ; jmp $
+    load(machine, "c705" + struct.pack("<i", 0x100).hex() + "78563412" + SPIN)
+    machine.run(1, rip=CODE)
+    assert machine.u32(CODE + 10 + 0x100) == 0x12345678
+
+
+def test_access_outside_ram_raises_naming_the_range(machine):
+    with pytest.raises(lab.MachineError, match="outside RAM"):
+        machine.read(RAM_END - 4, 8)
+    with pytest.raises(lab.MachineError, match="outside RAM"):
+        machine.write(RAM_BASE - 1, b"x")
+
+
+# ---- Unicorn 2.1.4 facts the lab relies on ----
+
+def test_rewriting_code_with_write_code_takes_effect(machine, calls):
+    load(machine, mov_edi(1) + hypercall(1) + SPIN)
+    machine.run(3, rip=CODE)
+    machine.write_code(CODE + 1, struct.pack("<I", 2))   # the imm32 of mov edi
+    machine.run(3, rip=CODE)
+    assert [a for _, _, a in calls] == [1, 2]
+
+
+def test_a_plain_write_over_translated_code_does_not_take_effect(machine, calls):
+    # Unicorn keeps running its stale translation: the reason write_code exists.
+    load(machine, mov_edi(1) + hypercall(1) + SPIN)
+    machine.run(3, rip=CODE)
+    machine.write(CODE + 1, struct.pack("<I", 2))
+    machine.run(3, rip=CODE)
+    assert [a for _, _, a in calls] == [1, 1]
+
+
+def test_syscall_jumps_to_syscall_entry_with_rcx_and_r11_as_the_cpu_sets_them(machine):
+    seen = []
+    machine.hypercalls[1] = lambda a, b, c: seen.append(machine.regs())
+    machine.syscall_entry = ENTRY
+    load(machine, NOP + SYSCALL + SPIN)
+    load(machine, hypercall(1) + SPIN, address=ENTRY)
+    machine.set_regs(rflags=0x2 | X86_EFLAGS_IF | 0x1)
+    machine.run(4, rip=CODE)
+    assert len(seen) == 1, "the entry code never ran"
+    regs = seen[0]
+    assert regs["rcx"] == CODE + 1 + 2                 # the instruction after syscall
+    assert regs["r11"] == 0x2 | X86_EFLAGS_IF | 0x1     # rflags at the syscall
+    assert not regs["rflags"] & X86_EFLAGS_IF          # FMASK clears IF
+    assert ENTRY <= regs["rip"] < ENTRY + 16
+
+
+def test_a_code_hook_added_after_its_code_ran_still_fires_and_can_be_removed(machine):
+    load(machine, NOP * 3 + SPIN)
+    machine.run(5, rip=CODE)          # translated now
+    hits = []
+    handle = machine.add_code_hook(CODE + 1, hits.append)
+    machine.run(5, rip=CODE)
+    assert hits == [CODE + 1]
+    machine.remove_code_hook(handle)
+    machine.run(5, rip=CODE)
+    assert hits == [CODE + 1]
+
+
+def test_an_interrupt_pushes_the_cpu_frame_on_the_given_stack_and_clears_if(machine):
+    machine.set_regs(rip=CODE, rsp=RAM_BASE + 0x5008, rflags=0x2 | X86_EFLAGS_IF)
+    stack = RAM_BASE + 0x8008
+    machine.interrupt(ENTRY, cs=0x33, ss=0x2B, stack=stack)
+    frame = (stack & ~0xF) - 40
+    assert machine.reg("rsp") == frame
+    assert machine.reg("rip") == ENTRY
+    assert not machine.interrupts_enabled()
+    assert struct.unpack("<5Q", machine.read(frame, 40)) == (
+        CODE, 0x33, 0x2 | X86_EFLAGS_IF, RAM_BASE + 0x5008, 0x2B)
+
+
+def test_a_saved_context_restores_the_registers(machine):
+    machine.set_regs(rax=1, rbx=2, rip=CODE)
+    ctx = machine.save_context()
+    machine.set_regs(rax=10, rbx=20, rip=ENTRY)
+    machine.restore_context(ctx)
+    regs = machine.regs()
+    assert (regs["rax"], regs["rbx"], regs["rip"]) == (1, 2, CODE)
