@@ -17,6 +17,7 @@ class Event:
     seq: int
     at: int
     kind = "event"
+    observed = False   # recorded only while a trace records; not part of the digest
 
     def to_dict(self):
         d = {"kind": self.kind}
@@ -88,6 +89,14 @@ class Panic(Event):
     kind = "panic"
 
 
+def _core(d):
+    """An event's digest form: without its sequence number, which observed
+    events (a traced run has more) would otherwise shift."""
+    d = dict(d)
+    d.pop("seq", None)
+    return d
+
+
 class EventLog:
     """The run's events in order, with a running digest."""
 
@@ -99,7 +108,9 @@ class EventLog:
     def add(self, cls, at, **fields):
         ev = cls(seq=len(self.events), at=at, **fields)
         self.events.append(ev)
-        self._hash.update(json.dumps(ev.to_dict(), sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        if not cls.observed:
+            self._hash.update(json.dumps(_core(ev.to_dict()), sort_keys=True, separators=(",", ":")).encode()
+                              + b"\n")
         for fn in self._listeners:
             fn(ev)
         return ev
@@ -140,3 +151,48 @@ class PatchEvent(Event):
     state: str
     detail: str = ""
     kind = "patch"
+
+
+@dataclass(frozen=True)
+class FuncEntry(Event):
+    """A traced or patched function was entered: version old, new or traced."""
+
+    tid: int
+    in_irq: bool
+    function: str
+    version: str
+    patch: str = ""
+    kind = "call"
+    observed = True
+
+
+@dataclass(frozen=True)
+class SyscallEntry(Event):
+    tid: int
+    nr: int
+    kind = "syscall"
+    observed = True
+
+
+@dataclass(frozen=True)
+class KthreadLoop(Event):
+    """A kernel thread passed the top of its loop (a unit boundary for the checker)."""
+
+    tid: int
+    where: str
+    kind = "kloop"
+    observed = True
+
+
+EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, Oops, Panic,
+                                         Migrated, PatchEvent, FuncEntry, SyscallEntry, KthreadLoop)}
+
+
+def from_dict(d):
+    """The Event a to_dict() came from."""
+    d = dict(d)
+    cls = EVENT_TYPES[d.pop("kind")]
+    for k, v in d.items():
+        if isinstance(v, list):
+            d[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+    return cls(**d)

@@ -152,7 +152,8 @@ class Task:
 class Kernel:
     """Boots an image on a machine and runs it slice by slice."""
 
-    def __init__(self, image, machine, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline=""):
+    def __init__(self, image, machine, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="",
+                 replay_state=None):
         if quantum < 1000:
             raise KernelError(f"quantum {quantum} is too small; use at least 1000 instructions")
         image.workload(workload)  # refuses an unknown workload with the list of known ones
@@ -176,17 +177,30 @@ class Kernel:
         self._pending_signals = []
         self._stall = 0
         self.slice_hooks = []      # fn() called after every slice, outside the emulator
-        self._boot()
+        self.action_log = None     # list of (clock, seq, action, args) while a trace records
+        self.syscall_watch = None  # fn(tid, nr) on every system call entry, while a trace records
+        self._register()
+        if replay_state is None:
+            self._boot()
+        else:
+            self.restore_state(replay_state)
 
     # ---- boot ----
     def _boot(self):
         img, m = self.image, self.machine
-        m.load(img.segments)
         cmd = self.cmdline.encode()
         if len(cmd) >= 255:
             raise KernelError("the kernel command line is longer than 255 bytes; shorten it")
-        m.write(img.address("boot_command_line"), cmd + b"\0")
+        with m.replayable():
+            m.load(img.segments)
+            m.write(img.address("boot_command_line"), cmd + b"\0")
+            m.set_regs(rip=img.entry, rsp=0, rflags=0x2)
+        self._next_tick = self.quantum
+
+    def _register(self):
+        img, m = self.image, self.machine
         m.syscall_entry = img.address("entry_SYSCALL_64")
+        m.syscall_watch = self._on_syscall
         c = self.c
         for name, fn in (
             ("HC_CONSOLE_NR", self._hc_console),
@@ -197,8 +211,43 @@ class Kernel:
             ("HC_KALLSYMS_LOOKUP_NR", self._hc_kallsyms),
         ):
             m.hypercalls[c[name]] = fn
-        m.set_regs(rip=img.entry, rsp=0, rflags=0x2)
-        self._next_tick = self.quantum
+
+    def _on_syscall(self):
+        if self.syscall_watch is not None:
+            self.syscall_watch(self.current, self.machine.reg("rax"))
+
+    # ---- the scheduling state a trace keyframe needs besides CPU and RAM ----
+    def snapshot_state(self):
+        return {
+            "current": self.current, "booted": self.booted, "panicked": self.panicked,
+            "oopsed": sorted(self.oopsed), "next_tick": self._next_tick, "stall": self._stall,
+            "pending_signals": [list(p) for p in self._pending_signals],
+            "rng": _rng_to_json(self._rng.getstate()),
+        }
+
+    def restore_state(self, state):
+        self.current = state["current"]
+        self.booted = state["booted"]
+        self.panicked = state["panicked"]
+        self.oopsed = set(state["oopsed"])
+        self._next_tick = state["next_tick"]
+        self._stall = state["stall"]
+        self._pending_signals = [tuple(p) for p in state["pending_signals"]]
+        self._rng.setstate(_rng_from_json(state["rng"]))
+
+    def _action(self, name, *args):
+        if self.action_log is not None:
+            self.action_log.append((self.machine.clock, name, list(args)))
+
+    def replay_action(self, name, args):
+        """Redo an action recorded in a trace (kick, signal, fault)."""
+        if name == "signal":
+            self._pending_signals.append((args[0], args[1], False))
+        elif name == "kick":
+            self._pending_signals.append((args[0], 0, bool(args[1])))
+        elif name == "fault":
+            with self.machine.replayable():
+                self.machine.set_u8(Task(self, args[0])._field("make_it_fail"), 1)
 
     def on_hypercall(self, name, handler):
         """Answer hypercall HC_<name> with handler(a, b, c); a higher layer's hook."""
@@ -287,20 +336,28 @@ class Kernel:
             raise KernelError(f"task {tid} ({task.name}) is a kernel thread; kernel threads ignore signals")
         if task.state == TaskState.DEAD:
             raise KernelError(f"task {tid} ({task.name}) has exited")
+        self._action("signal", tid, sig)
         self._pending_signals.append((tid, sig, False))
 
     def kick(self, tid, *, fake_signal):
         """Wake task tid: with fake_signal, TIF_SIGPENDING without a queued
         signal (kGraft's fake signal), else a plain wake-up (kernel threads)."""
         self.task(tid)
+        self._action("kick", tid, fake_signal)
         self._pending_signals.append((tid, 0, fake_signal))
 
     def inject_fault(self, tid):
         """Set make_it_fail: the task takes a real page fault at its next system call."""
         task = self.task(tid)
-        self.machine.set_u8(task._field("make_it_fail"), 1)
+        self._action("fault", tid)
+        with self.machine.replayable():
+            self.machine.set_u8(task._field("make_it_fail"), 1)
 
     def _post_signals(self):
+        with self.machine.replayable():
+            self._post_signals_locked()
+
+    def _post_signals_locked(self):
         m, c = self.machine, self.c
         for tid, sig, fake in self._pending_signals:
             task = Task(self, tid)
@@ -364,11 +421,12 @@ class Kernel:
         rip = m.reg("rip")
         user = self.image.in_user(rip)
         c = self.c
-        if user:
-            top = Task(self, self.current).stack_top
-            m.interrupt(self._irq_entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top)
-        else:
-            m.interrupt(self._irq_entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8)
+        with m.replayable():
+            if user:
+                top = Task(self, self.current).stack_top
+                m.interrupt(self._irq_entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top)
+            else:
+                m.interrupt(self._irq_entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8)
         self.log.add(ev.Interrupt, m.clock, tid=self.current, user=user, rip=rip)
         jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
         self._next_tick = m.clock + self.quantum + jitter
@@ -397,7 +455,8 @@ class Kernel:
             return
         self.oopsed.add(tid)
         # rewind_stack_and_make_dead: a fresh stack, interrupts off, then do_exit()
-        m.set_regs(rip=img.address("rewind_stack_and_make_dead"), rflags=0x2)
+        with m.replayable():
+            m.set_regs(rip=img.address("rewind_stack_and_make_dead"), rflags=0x2)
 
     def _oops_text(self, fault, task, regs, where):
         if fault.address is not None:
@@ -442,6 +501,16 @@ class _Consts:
         if v is None:
             v = self._cache[name] = self._img.const(name)
         return v
+
+
+def _rng_to_json(state):
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_json(state):
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
 
 
 def _signed32(v):

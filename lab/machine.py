@@ -6,6 +6,7 @@ not a call into the emulator.  The clock is the retired-instruction count.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import struct
 
@@ -86,7 +87,14 @@ class Machine:
         self._bad_access = None
         self.hypercalls = {}        # number -> handler(a, b, c) -> int | None
         self.syscall_entry = None   # where SYSCALL jumps (LSTAR)
+        self.syscall_watch = None   # fn() on every SYSCALL, before it is emulated
         self._code_hooks = {}
+        # Writes the lab makes between slices that replaying the kernel alone
+        # would not redo (patching, loading modules): a trace keyframes after them.
+        self.lab_writes = 0
+        self._replayable = 0
+        self.answer_log = None      # list of (clock, number, answer) while a trace records
+        self.answers = None         # {clock: answer} while a trace replays
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._on_bad_access)
@@ -110,10 +118,24 @@ class Machine:
         off = self._off(address, size)
         return bytes(self.ram[off:off + size])
 
+    @contextlib.contextmanager
+    def replayable(self):
+        """Writes inside this block are ones the kernel model redoes on replay."""
+        self._replayable += 1
+        try:
+            yield
+        finally:
+            self._replayable -= 1
+
+    def _note_write(self):
+        if not self._running and not self._replayable:
+            self.lab_writes += 1
+
     def write(self, address, data):
         """Write data memory.  Code needs write_code(), which also drops stale translations."""
         off = self._off(address, len(data))
         self.ram[off:off + len(data)] = data
+        self._note_write()
 
     def write_code(self, address, data):
         """Rewrite instructions in RAM.  A store from Python bypasses Unicorn's
@@ -136,12 +158,15 @@ class Machine:
 
     def set_u64(self, address, value):
         _U64.pack_into(self.ram, address - RAM_BASE, value & (2**64 - 1))
+        self._note_write()
 
     def set_u32(self, address, value):
         _U32.pack_into(self.ram, address - RAM_BASE, value & 0xFFFFFFFF)
+        self._note_write()
 
     def set_u8(self, address, value):
         self.ram[address - RAM_BASE] = value & 0xFF
+        self._note_write()
 
     def cstring(self, address, limit=256):
         off = self._off(address, 1)
@@ -165,6 +190,11 @@ class Machine:
 
     def set_regs(self, **values):
         self._uc.reg_write_batch([(_UC_REG[k], v) for k, v in values.items()])
+        self._note_write()
+
+    def flush_translations(self):
+        """Forget every translated block (after RAM was replaced wholesale)."""
+        self._uc.ctl_flush_tb()
 
     def save_context(self):
         return self._uc.context_save()
@@ -176,18 +206,33 @@ class Machine:
     def _on_out(self, uc, port, size, value, _):
         if port != HYPERCALL_PORT:
             return
-        handler = self.hypercalls.get(value & 0xFFFFFFFF)
+        number = value & 0xFFFFFFFF
+        handler = self.hypercalls.get(number)
+        if self.answers is not None:
+            # replaying: the recorded answer, whoever gave it; the kernel's own
+            # handlers still run (they only record)
+            if handler is not None:
+                a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
+                handler(a, b, c)
+            ret = self.answers.get(self.clock)
+            if ret is not None:
+                uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
+            return
         if handler is None:
             raise MachineError(f"unknown hypercall {value} at {self.reg('rip'):#x}; the image and the lab disagree")
         a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
         ret = handler(a, b, c)
         if ret is not None:
             uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
+            if self.answer_log is not None:
+                self.answer_log.append((self.clock, number, ret & (2**64 - 1)))
 
     def _on_syscall(self, uc, _):
         # SYSCALL as the CPU does it, which Unicorn does not: rcx = the next
         # instruction, r11 = rflags, IF masked (FMASK), rip = LSTAR.  Unicorn adds
         # the instruction's 2 bytes after this hook, hence entry - 2.
+        if self.syscall_watch is not None:
+            self.syscall_watch()
         rip, rflags = uc.reg_read_batch([X.UC_X86_REG_RIP, X.UC_X86_REG_EFLAGS])
         uc.reg_write_batch([
             (X.UC_X86_REG_RCX, rip + 2),
@@ -216,8 +261,15 @@ class Machine:
         self._code_hooks.pop(handle, None)
 
     def stop(self):
-        """From a hook: end the current slice after this instruction."""
-        self._stop_requested = True
+        """From a hypercall: end the current slice once this instruction completes.
+
+        The count of retired instructions is taken here, not from Unicorn's
+        counter after the stop: whether Unicorn counts the instruction it
+        stops before depends on whether other code hooks are installed
+        (tests/test_machine.py pins both cases)."""
+        if not self._stop_requested:
+            self._stop_requested = True
+            self._stopped_at = self._counter.value
         self._uc.emu_stop()
 
     # ---- running ----
@@ -247,7 +299,10 @@ class Machine:
             self.retired += self._counter.value - 1
             self._running = False
             raise
-        done = min(self._counter.value - 1, count)
+        if self._stop_requested:
+            done = self._stopped_at
+        else:
+            done = min(self._counter.value - 1, count)
         if done < count and not self._stop_requested and self._hlt_before(self._uc.reg_read(X.UC_X86_REG_RIP)):
             done += 1   # hlt retired and ended emu_start before the counter saw the next instruction
         self.retired += done

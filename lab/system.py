@@ -15,7 +15,7 @@ class System:
     """A booted lab kernel.  Parts are read-only properties; run() drives it."""
 
     def __init__(self, image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="",
-                 patches=(), signal_after=None):
+                 patches=(), signal_after=None, record=False, keyframe_every=None):
         self._image = image if isinstance(image, Image) else Image.load(image)
         self._machine = Machine()
         self._kernel = Kernel(self._image, self._machine, workload=workload, seed=seed,
@@ -24,6 +24,10 @@ class System:
         self._ftrace = Ftrace(self._kernel, self._modules)
         self._livepatch = Livepatch(self._kernel, self._ftrace, self._modules, signal_after=signal_after)
         self.boot_patches = tuple(str(p) for p in patches)
+        self.recorder = None
+        if record:
+            from .trace import DEFAULT_KEYFRAME_EVERY, record as start_recording
+            start_recording(self, keyframe_every or DEFAULT_KEYFRAME_EVERY)
         for path in patches:   # a reboot with patches: applied before the first task runs
             self._livepatch.load(path)
         self.run_until_booted()   # start_kernel() has created the workload's tasks
@@ -71,6 +75,8 @@ class System:
     def run(self, instructions=None, until=None):
         """Run for instructions, or until until(system) holds (checked between slices)."""
         cond = (lambda _k: until(self)) if until is not None else None
+        if self.recorder is not None:
+            self.recorder.before_run()
         return self._kernel.run(instructions, cond)
 
     def run_until_booted(self):
@@ -117,10 +123,18 @@ class System:
         from .report import build_report
         return build_report(self)
 
+    def save_trace(self, path):
+        """Write the trace of this run (boot with record=True)."""
+        if self.recorder is None:
+            from .errors import UsageError
+            raise UsageError("this system is not recording; boot it with record=True (or --trace FILE)")
+        return self.recorder.save(path)
+
 
 def boot(image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="", patches=(),
-         signal_after=None):
+         signal_after=None, record=False, keyframe_every=None):
     """Boot the kernel image (default: firmware/kernel.elf) with a workload;
-    patches are applied at boot, before the first task runs."""
+    patches are applied at boot, before the first task runs.  With record=True
+    the run can be saved as a trace (save_trace())."""
     return System(image, workload=workload, seed=seed, quantum=quantum, cmdline=cmdline, patches=patches,
-                  signal_after=signal_after)
+                  signal_after=signal_after, record=record, keyframe_every=keyframe_every)

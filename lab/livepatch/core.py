@@ -31,6 +31,7 @@ class Livepatch:
         self.last_transition = None
         self.taints = []
         self._stacks = {}        # pad -> [(patch, new address)], the top one is live (klp_ops.func_stack)
+        self.on_transition = None   # fn(transition) when one starts (a trace watches its functions)
         self._requests = []
         c = kernel.c
         self._consts = {
@@ -197,6 +198,8 @@ class Livepatch:
     # ---- transitions ----
     def _begin(self, patch, funcs, target, verb):
         t = Transition(self.kernel, patch, funcs, target, self.machine.clock)
+        if self.on_transition is not None:
+            self.on_transition(t)
         t.start()
         for pad, (old, new) in funcs.items():
             tramp = self.ftrace.alloc_trampoline(
