@@ -70,6 +70,7 @@ def build_parser():
                    help="stop after N instructions at most (default 8,000,000)")
     p.add_argument("--seed", type=_seed, default=0, metavar="S")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the story")
+    p.add_argument("--trace", metavar="FILE", help="record the run into a trace file (lab trace view FILE)")
 
     p = sub.add_parser("run", help="boot a workload and run it, optionally live-patching it")
     _add_boot(p, 2_000_000)
@@ -86,6 +87,7 @@ def build_parser():
                    help="a patch applied at boot, before the first task runs (a reboot with patches)")
     p.add_argument("--inject-fault", metavar="TASK", action="append", default=[],
                    help="make TASK (tid or name) take a page fault at its next system call")
+    p.add_argument("--trace", metavar="FILE", help="record the run into a trace file (lab trace view FILE)")
 
     p = sub.add_parser("patch", help="live patch objects")
     psub = p.add_subparsers(dest="patch_command", required=True, parser_class=_Parser)
@@ -130,7 +132,9 @@ def cmd_run(args, out):
             raise LabError(f"{path}: no such patch object; build one with `lab patch build SOURCE.c`")
     if args.patch and args.patch_at >= args.instructions:
         raise LabError(f"--patch-at {args.patch_at:,} is not before the end of the run ({args.instructions:,})")
-    system = boot(args.image, **_boot_kwargs(args), patches=args.boot_patch, signal_after=args.signal_after)
+    _check_trace_path(args.trace)
+    system = boot(args.image, **_boot_kwargs(args), patches=args.boot_patch, signal_after=args.signal_after,
+                  record=bool(args.trace))
     for name in args.inject_fault:
         system.inject_fault(int(name) if name.isdigit() else name)
     end = args.instructions
@@ -149,6 +153,8 @@ def cmd_run(args, out):
             system.revert(patches[-1].name)
     if system.clock < end:
         system.run(end - system.clock)
+    if args.trace:
+        system.save_trace(args.trace)
     report = system.report()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -157,11 +163,20 @@ def cmd_run(args, out):
     return EXIT_OK
 
 
+def _check_trace_path(path):
+    import pathlib
+    if path and not pathlib.Path(path).resolve().parent.is_dir():
+        raise LabError(f"--trace {path}: its directory does not exist")
+
+
 def cmd_demo(args, out):
     from .demo import run_demo
     from .render import demo_view
+    _check_trace_path(args.trace)
     if args.json:
-        system = run_demo(args.instructions, seed=args.seed, image=args.image)
+        system = run_demo(args.instructions, seed=args.seed, image=args.image, record=bool(args.trace))
+        if args.trace:
+            system.save_trace(args.trace)
         print(json.dumps(system.report(), indent=2))
         return EXIT_OK
     out.rule("kGraft lab: live patching capable() on a running kernel")
@@ -170,8 +185,12 @@ def cmd_demo(args, out):
         for at, text in lines:
             out.print(f"[dim]{at:>11,}[/dim]  {text}")
 
-    system = run_demo(args.instructions, seed=args.seed, image=args.image, on_step=on_step)
+    system = run_demo(args.instructions, seed=args.seed, image=args.image, on_step=on_step,
+                      record=bool(args.trace))
     out.print(demo_view(system))
+    if args.trace:
+        system.save_trace(args.trace)
+        out.print(f"trace written to {args.trace}: step through it with `lab trace view {args.trace}`")
     return EXIT_OK
 
 

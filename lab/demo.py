@@ -28,9 +28,9 @@ def describe(event, system):
     return None
 
 
-def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=None):
+def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=None, record=False):
     """Run the scenario; on_step(system, new story lines) after each step.  Returns the system."""
-    kwargs = {"seed": seed, "signal_after": SIGNAL_AFTER}
+    kwargs = {"seed": seed, "signal_after": SIGNAL_AFTER, "record": record}
     if quantum:
         kwargs["quantum"] = quantum
     system = boot(image, **kwargs)

@@ -153,6 +153,10 @@ class Recorder:
             "pads": sorted({a for p in s.livepatch.patches if p.description
                             for a in (f.old_addr for f in p.description.functions)}),
             "tasks": [{"tid": t.tid, "name": t.name, "kind": t.kind} for t in s.tasks],
+            "modules": [{"name": mod.name, "base": mod.base, "size": mod.size,
+                         "functions": sorted([sym.name, sym.address, sym.size] for sym in mod.symbols.values()
+                                             if sym.kind == "func")}
+                        for mod in s.modules.modules],
         }
 
     def save(self, path):
@@ -261,6 +265,20 @@ class Trace:
 
     def replayer(self):
         return Replayer(self)
+
+    def symbolize(self, address):
+        """Kernel symbols, the recorded modules' functions, the trampolines."""
+        for mod in self.header.get("modules", ()):
+            if mod["base"] <= address < mod["base"] + mod["size"]:
+                for name, start, size in mod["functions"]:
+                    if start <= address < start + max(size, 1):
+                        off = address - start
+                        return f"{name} [{mod['name']}]" if not off else f"{name}+{off:#x} [{mod['name']}]"
+                return f"{address:#x} [{mod['name']}]"
+        from .ftrace import TRAMPOLINE_AREA
+        if TRAMPOLINE_AREA[0] <= address < TRAMPOLINE_AREA[1]:
+            return f"{address:#x} [trampoline]"
+        return self.image.symbolize(address)
 
 
 class Replayer:
