@@ -89,7 +89,19 @@ common_interrupt:
 	PUSH_REGS
 	movq	%rsp, %rdi
 	call	do_IRQ
-	/* fall through */
+	jmp	restore_regs_and_return
+
+/* The stop-machine "IPI": the lab delivers it like an interrupt when a
+ * stop-the-world consistency model stops the machine; the handler spins,
+ * interrupts off, for the instructions the stop and its stack checks cost,
+ * so that cost is paid in emulated time while every task stands still. */
+	.globl stop_machine_entry
+stop_machine_entry:
+	pushq	$-1
+	PUSH_REGS
+	movq	%rsp, %rdi
+	call	do_stop_cpu
+	jmp	restore_regs_and_return
 
 /* The one way back to an interrupted context, user or kernel.  It stands in
  * for IRETQ, which Unicorn would only execute with a GDT behind it: copy ip

@@ -86,6 +86,17 @@ notrace void do_IRQ(struct pt_regs *regs)
 		preempt_schedule_irq();
 }
 
+/* The stopped CPU's work, in instructions: set by the lab for each stop. */
+unsigned long stop_machine_cost;
+
+notrace void do_stop_cpu(struct pt_regs *regs)
+{
+	unsigned long i, n = READ_ONCE(stop_machine_cost);
+
+	for (i = 0; i < n; i++)
+		barrier();
+}
+
 /* Linux's fault-injection hook (should_fail()): the lab sets make_it_fail in
  * a task struct and the task takes a real fault the next time it passes. */
 unsigned long fault_inject_address = 0x10;	/* in the unmapped first page */

@@ -252,7 +252,8 @@ void cpu_idle(void)
 	local_irq_enable();
 	for (;;) {
 		while (!READ_ONCE(need_resched)) {
-			kgr_task_safe();
+			if (unlikely(kgr_task_in_progress(current)))
+				kgr_task_safe();
 			cpu_relax();
 		}
 		schedule();

@@ -93,7 +93,7 @@ __noinline long do_gethostname(char *name, size_t len)
 {
 	unsigned long h = 0, i;
 
-	for (i = 0; i < 64; i++)
+	for (i = 0; i < 1024; i++)
 		h = h * 31 + READ_ONCE(utsname_nodename[i & 15]);
 	WRITE_ONCE(uts_generation, h);
 	return uts_copy_nodename(name, len);
