@@ -89,6 +89,8 @@ common_interrupt:
 	PUSH_REGS
 	movq	%rsp, %rdi
 	call	do_IRQ
+	.globl irq_return_site		/* the unwinder finds pt_regs above this return address */
+irq_return_site:
 	jmp	restore_regs_and_return
 
 /* The stop-machine "IPI": the lab delivers it like an interrupt when a
@@ -101,6 +103,8 @@ stop_machine_entry:
 	PUSH_REGS
 	movq	%rsp, %rdi
 	call	do_stop_cpu
+	.globl stop_return_site
+stop_return_site:
 	jmp	restore_regs_and_return
 
 /* The one way back to an interrupted context, user or kernel.  It stands in

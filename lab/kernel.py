@@ -131,18 +131,60 @@ class Task:
         lo, hi = self.stack_top - self._k.c["KSTACK_SIZE_BYTES"], self.stack_top
         while len(chain) < limit and lo <= rbp < hi - 16:
             ret = m.u64(rbp + 8)
-            if img.function_at(ret) is None:
+            if self._k.function_name(ret) is None:
                 break
             chain.append(ret)
             rbp = m.u64(rbp)
         return chain
 
+    def unwind(self, limit=32):
+        """(kernel frames innermost first, reliable) for this task, running
+        or not.  An interrupt frame on the way makes the stack unreliable, as
+        upstream's reliable unwinder says: the interrupted function may not
+        have pushed its frame yet, so the lab adds the address at the top of
+        the interrupted stack too, to stay on the safe side."""
+        k, m, img = self._k, self._m, self._k.image
+        lo, hi = self.stack_top - k.c["KSTACK_SIZE_BYTES"], self.stack_top
+        if self.is_current:
+            regs = m.regs()
+            if img.in_user(regs["rip"]):
+                return [], True
+            frames, rbp = [regs["rip"]], regs["rbp"]
+        elif self.state in (TaskState.UNUSED, TaskState.DEAD):
+            return [], True
+        else:
+            sp = m.u64(self._field("thread_sp"))
+            frames, rbp = [m.u64(sp + 7 * 8)], m.u64(sp + 5 * 8)
+        reliable = True
+        returns = k.interrupt_return_sites
+        while len(frames) < limit and lo <= rbp < hi - 16:
+            ret = m.u64(rbp + 8)
+            if ret in returns:
+                regs_at = rbp + 16
+                cs = m.u64(regs_at + k.c["PT_REGS_ip"] + 8)
+                if cs & 3:
+                    break        # interrupted user mode: the kernel stack ends here
+                reliable = False
+                ip, sp_int = m.u64(regs_at + k.c["PT_REGS_ip"]), m.u64(regs_at + k.c["PT_REGS_ip"] + 24)
+                frames.append(ip)
+                if lo <= sp_int < hi:
+                    top = m.u64(sp_int)
+                    if k.function_name(top) is not None:
+                        frames.append(top)
+                rbp = m.u64(regs_at + 4 * 8)    # pt_regs.bp
+                continue
+            if k.function_name(ret) is None:
+                break
+            frames.append(ret)
+            rbp = m.u64(rbp)
+        return frames, reliable
+
     def sleeps_in(self):
         """The function a sleeping task waits in: the first frame that is not the scheduler's."""
         for addr in self.stack():
-            func = self._k.image.function_at(addr)
-            if func and func.name not in _SCHEDULER_FUNCS:
-                return func.name
+            name = self._k.function_name(addr)
+            if name and name not in _SCHEDULER_FUNCS:
+                return name
         return None
 
     def __repr__(self):
@@ -177,6 +219,7 @@ class Kernel:
         self._pending_signals = []
         self._stall = 0
         self.slice_hooks = []      # fn() called after every slice, outside the emulator
+        self.text_resolvers = []   # fn(address) -> function name or None, for text outside the image (modules)
         self.action_log = None     # list of (clock, seq, action, args) while a trace records
         self.syscall_watch = None  # fn(tid, nr) on every system call entry, while a trace records
         self._register()
@@ -313,6 +356,14 @@ class Kernel:
         raise KernelError(f"no task named {name!r}; the tasks are: {', '.join(t.name for t in self.tasks)}")
 
     @property
+    def interrupt_return_sites(self):
+        sites = getattr(self, "_irq_sites", None)
+        if sites is None:
+            sites = self._irq_sites = {self.image.address("irq_return_site"),
+                                       self.image.address("stop_return_site")}
+        return sites
+
+    @property
     def in_interrupt(self):
         return self.machine.i32(self._irq_depth) > 0
 
@@ -391,16 +442,20 @@ class Kernel:
             now = m.clock
             if end is not None and now >= end:
                 break
-            # a pending tick is retried every _STALL_CHUNK instructions counted
-            # from when it fell due, so where run() is split changes nothing
+            # A pending tick is retried every _STALL_CHUNK instructions counted
+            # from when it fell due, so where run() is split changes nothing.
+            # It is delivered before the next slice, not right after the last
+            # one: slice hooks see the CPU as the task left it (interrupts on or
+            # off), and a replay starting at a keyframe taken there does the same.
             due = self._next_tick + self._stall * _STALL_CHUNK
+            if now >= due:
+                self._tick()
+                continue
             stop = due if end is None else min(due, end)
             try:
-                m.run(max(stop - now, 1))
+                m.run(stop - now)
             except MachineFault as fault:
                 self._oops(fault)
-            if m.clock >= due:
-                self._tick()
             for hook in self.slice_hooks:
                 hook()
         return self.clock
@@ -436,6 +491,17 @@ class Kernel:
         return self.image.address("common_interrupt")
 
     # ---- oops ----
+    def function_name(self, address):
+        """The function at address, in the image or in a loaded module, or None."""
+        func = self.image.function_at(address)
+        if func is not None:
+            return func.name
+        for resolve in self.text_resolvers:
+            name = resolve(address)
+            if name:
+                return name
+        return None
+
     def _oops(self, fault):
         """A fault kills the task it happened in, as an oops does; the others run on."""
         m, img = self.machine, self.image

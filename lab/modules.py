@@ -165,6 +165,10 @@ class ModuleLoader:
             if kind is None:
                 raise ModuleError(f"{path.name}: relocation {rel.type} in {target.name} is not supported; "
                                   "build with the firmware's flags (`lab patch build`)")
+            width = 8 if kind in ("R_X86_64_64", "R_X86_64_PC64") else 4
+            if rel.address < 0 or rel.address + width > target.size:
+                raise ModuleError(f"{path.name}: relocation at {target.name}+{rel.address:#x} lies outside "
+                                  f"the section ({target.size:#x} bytes); the object is malformed")
             where = layout[tidx] + rel.address
             if not rel.has_symbol:
                 raise ModuleError(f"{path.name}: relocation at {target.name}+{rel.address:#x} has no symbol")

@@ -15,22 +15,34 @@ class System:
     """A booted lab kernel.  Parts are read-only properties; run() drives it."""
 
     def __init__(self, image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="",
-                 patches=(), signal_after=None, record=False, keyframe_every=None):
+                 patches=(), signal_after=None, record=False, keyframe_every=None, model="kgraft",
+                 observe=False):
         self._image = image if isinstance(image, Image) else Image.load(image)
         self._machine = Machine()
         self._kernel = Kernel(self._image, self._machine, workload=workload, seed=seed,
                               quantum=quantum, cmdline=cmdline)
         self._modules = ModuleLoader(self._image, self._machine)
         self._ftrace = Ftrace(self._kernel, self._modules)
-        self._livepatch = Livepatch(self._kernel, self._ftrace, self._modules, signal_after=signal_after)
+        self._kernel.text_resolvers.append(self._module_function)
+        self._livepatch = Livepatch(self._kernel, self._ftrace, self._modules, signal_after=signal_after,
+                                    model=model)
         self.boot_patches = tuple(str(p) for p in patches)
         self.recorder = None
+        self.observer = None
         if record:
             from .trace import DEFAULT_KEYFRAME_EVERY, record as start_recording
             start_recording(self, keyframe_every or DEFAULT_KEYFRAME_EVERY)
+        elif observe:
+            from .trace import Observer
+            self.observer = Observer(self)
         for path in patches:   # a reboot with patches: applied before the first task runs
             self._livepatch.load(path)
         self.run_until_booted()   # start_kernel() has created the workload's tasks
+
+    def _module_function(self, address):
+        m = self._modules.module_at(address)
+        f = m.function_at(address) if m else None
+        return f.name if f else None
 
     image = property(lambda self: self._image)
     machine = property(lambda self: self._machine)
@@ -100,7 +112,8 @@ class System:
         budget = _INIT_BUDGET_QUANTA * self._kernel.quantum
         self.run(budget, until=lambda s: patch.state != PatchState.LOADING)
         if patch.state in (PatchState.REFUSED, PatchState.FAILED):
-            self.run(1)  # let the refusal be cleaned up (the module unloaded)
+            # let the init return and the module be unloaded before reporting
+            self.run(budget, until=lambda s: not patch.module.loaded)
             raise LivepatchError(patch.reason)
         if patch.state == PatchState.LOADING:
             raise LivepatchError(f"{path}: the module's init did not finish within {budget:,} instructions")
@@ -116,8 +129,16 @@ class System:
         return self._livepatch.send_fake_signals()
 
     def run_until_patched(self, limit):
-        """Run until no transition is in progress, at most limit instructions."""
-        return self.run(limit, until=lambda s: s.transition is None)
+        """Run until no transition (or stop-machine attempt) is in progress, at most limit instructions."""
+        return self.run(limit, until=lambda s: s.transition is None and s.livepatch._stop is None)
+
+    def violations(self):
+        """The consistency checker's verdict on this run (needs observe=True or record=True)."""
+        from .checker import check
+        if self.observer is None and self.recorder is None:
+            from .errors import UsageError
+            raise UsageError("the checker needs the run's calls: boot with observe=True (or record=True)")
+        return check(self.events)
 
     def report(self):
         from .report import build_report
@@ -132,9 +153,10 @@ class System:
 
 
 def boot(image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="", patches=(),
-         signal_after=None, record=False, keyframe_every=None):
+         signal_after=None, record=False, keyframe_every=None, model="kgraft", observe=False):
     """Boot the kernel image (default: firmware/kernel.elf) with a workload;
     patches are applied at boot, before the first task runs.  With record=True
     the run can be saved as a trace (save_trace())."""
     return System(image, workload=workload, seed=seed, quantum=quantum, cmdline=cmdline, patches=patches,
-                  signal_after=signal_after, record=record, keyframe_every=keyframe_every)
+                  signal_after=signal_after, record=record, keyframe_every=keyframe_every, model=model,
+                  observe=observe)

@@ -54,34 +54,63 @@ class Keyframe:
     length: int
 
 
-class Recorder:
-    """Records a system's run; save() writes the trace."""
+# Where kernel threads pass the top of their loops: the checker's unit
+# boundaries for kernel threads (their safe points, whether or not a
+# transition runs).
+KTHREAD_LOOP_TOPS = ("try_to_freeze", "kgr_task_safe", "kgr_worker_safe")
 
-    def __init__(self, system, keyframe_every=DEFAULT_KEYFRAME_EVERY):
+
+class Observer:
+    """Adds the events the checker and the viewer need: system call entries,
+    entries into the old and new versions of every function a transition
+    switches, and kernel threads passing the top of their loops.  A Python
+    call for each of those, never one per instruction."""
+
+    def __init__(self, system):
         self.system = system
-        self.every = keyframe_every
-        k, m = system.kernel, system.machine
-        m.answer_log = []
-        k.action_log = []
+        k = system.kernel
         k.syscall_watch = self._on_syscall
-        k.slice_hooks.append(self._after_slice)
-        self._blobs = io.BytesIO()
-        self.keyframes = []
-        self._prev_ram = None
-        self._seen_writes = None
         self._watched = set()
         system.livepatch.on_transition = self._watch_transition
-        self.keyframe()
+        for name in KTHREAD_LOOP_TOPS:
+            sym = system.image.lookup(name)
+            if sym is not None:
+                system.machine.add_code_hook(sym.address, lambda _a, name=name: self._on_loop(name))
 
-    # ---- observing ----
+    def _on_loop(self, where):
+        k = self.system.kernel
+        if not k.in_interrupt:
+            k.log.add(ev.KthreadLoop, self.system.machine.clock, tid=k.current, where=where)
+
     def _on_syscall(self, tid, nr):
         k = self.system.kernel
         k.log.add(ev.SyscallEntry, self.system.machine.clock, tid=tid, nr=nr)
 
     def _watch_transition(self, transition):
         """Record every entry into the old and new versions of the functions a
-        transition switches: the old body begins right after the pad."""
-        ft = self.system.ftrace
+        transition switches (the old body begins right after the pad), and,
+        as entered at this instant, the ones already on a task's stack: a task
+        inside an old function when the switch happens is running old code."""
+        ft, k = self.system.ftrace, self.system.kernel
+        leaving = {}
+        for pad, (old, new) in transition.funcs.items():
+            version, target = ("old", old) if transition.target == 1 else ("new", new)
+            start = pad if target is None else target
+            name = k.function_name(start)
+            sym = self.system.image.function_at(start) if target is None else None
+            size = sym.size if sym else 1
+            if target is not None:
+                mod = self.system.modules.module_at(target)
+                f = mod.function_at(target) if mod else None
+                size = f.size if f else 1
+            leaving[(start, start + max(size, 1))] = (ft.symbolize(pad), version)
+        now = self.system.machine.clock
+        for task in k.tasks:
+            frames, _ = task.unwind()
+            for (lo, hi), (name, version) in leaving.items():
+                if any(lo <= a < hi for a in frames):
+                    k.log.add(ev.FuncEntry, now, tid=task.tid, in_irq=False, function=name, version=version,
+                              patch=transition.patch.name)
         for pad, (old, new) in transition.funcs.items():
             name = ft.symbolize(pad)
             for address, version in ((pad + 5 if old is None else old, "old"),
@@ -97,6 +126,24 @@ class Recorder:
         k = self.system.kernel
         k.log.add(ev.FuncEntry, self.system.machine.clock, tid=k.current, in_irq=k.in_interrupt,
                   function=function, version=version, patch=patch)
+
+
+class Recorder:
+    """Records a system's run; save() writes the trace."""
+
+    def __init__(self, system, keyframe_every=DEFAULT_KEYFRAME_EVERY):
+        self.system = system
+        self.every = keyframe_every
+        k, m = system.kernel, system.machine
+        m.answer_log = []
+        k.action_log = []
+        k.slice_hooks.append(self._after_slice)
+        self._blobs = io.BytesIO()
+        self.keyframes = []
+        self._prev_ram = None
+        self._seen_writes = None
+        system.observer = Observer(system)
+        self.keyframe()
 
     # ---- keyframes ----
     def _after_slice(self):

@@ -9,6 +9,20 @@ from .transition import IRQ, SAFE_POINT_NAMES, Transition
 
 ENOENT, EBUSY, EEXIST, EINVAL = 2, 16, 17, 22
 
+MODELS = ("kgraft", "immediate", "stop-machine", "klp")
+
+# stop-machine's cost, paid in emulated time by the stopped CPU (do_stop_cpu):
+# a rendezvous of the stopper threads (IPIs, a context switch into the stopper
+# and back) and, for every frame of every task's stack, one frame-pointer
+# step plus comparing the return address with the patched functions' ranges.
+# Figures in the order of what Linux's stop_machine() and its unwinder spend.
+STOP_RENDEZVOUS_COST = 2_000
+STOP_FRAME_COST = 40
+STOP_SPIN_INSNS = 3            # instructions per iteration of do_stop_cpu()'s loop
+STOP_RETRIES = 5               # Ksplice and early kpatch gave up after a few attempts
+STOP_RETRY_INTERVAL = 500_000  # instructions between two attempts
+KLP_CHECK_INTERVAL = 100_000   # how often the klp model tries to switch sleeping tasks
+
 
 class Refusal(Exception):
     def __init__(self, errno, message):
@@ -19,7 +33,10 @@ class Refusal(Exception):
 class Livepatch:
     """The kGraft core of one system."""
 
-    def __init__(self, kernel, ftrace, modules, *, signal_after=None):
+    def __init__(self, kernel, ftrace, modules, *, signal_after=None, model="kgraft"):
+        if model not in MODELS:
+            raise LivepatchError(f"no consistency model {model!r}; choose one of: {', '.join(MODELS)}")
+        self.model = model
         self.kernel = kernel
         self.machine = kernel.machine
         self.image = kernel.image
@@ -32,6 +49,10 @@ class Livepatch:
         self.taints = []
         self._stacks = {}        # pad -> [(patch, new address)], the top one is live (klp_ops.func_stack)
         self.on_transition = None   # fn(transition) when one starts (a trace watches its functions)
+        self.stopped_instructions = 0   # emulated time every task stood stopped (stop-machine)
+        self.stop_attempts = []         # (at, clean, frames checked, cost, blocker)
+        self._stop = None               # the stop-machine attempt in progress
+        self._klp_last_check = None
         self._requests = []
         c = kernel.c
         self._consts = {
@@ -133,8 +154,8 @@ class Livepatch:
             patch.reason = str(r)
             self._log(str(r), level=3)
             self._set_state(patch, PatchState.REFUSED, str(r))
-            self._requests.append(("unload", patch))
-            self.machine.stop()
+            # the module is unloaded once its init has returned (_hc_module_done):
+            # its code is still running now
             return -r.errno
         patch.description = desc
         self._requests.append(("start", patch))
@@ -152,7 +173,15 @@ class Livepatch:
     def _hc_module_done(self, fn, ret, _c):
         ret = ret - (1 << 64) if ret >= 1 << 63 else ret
         ret = ret - (1 << 32) if ret >= 1 << 31 else ret
+        refused = next((p for p in self.patches if p.module.init == fn and p.module.loaded
+                        and p.state == PatchState.REFUSED), None)
+        if refused is not None:
+            self._requests.append(("unload", refused))
+            self.machine.stop()
+            return
         patch = next((p for p in self.patches if p.module.init == fn and p.state == PatchState.LOADING), None)
+        if patch is not None and ret == 0 and patch.description is not None:
+            return
         if patch is not None:
             reason = (f"init of {patch.module.name} returned {ret}" if ret
                       else f"init of {patch.module.name} did not call kgr_patch_kernel()")
@@ -186,14 +215,152 @@ class Livepatch:
                 self.revert(patch.name)
             elif what == "unload":
                 self.modules.unload(patch.module)
+        if self._stop is not None:
+            self._stop_machine_step()
+            return
         t = self.transition
         if t is None:
             return
         now = self.machine.clock
+        if self.model == "klp" and now - (self._klp_last_check or t.started_at) >= KLP_CHECK_INTERVAL:
+            self._klp_switch_sleepers(t)
         if self.signal_after and now - t.last_signal_at >= self.signal_after and t.pending():
             self.send_fake_signals()
         if t.complete():
             self._finish()
+
+    # ---- the other consistency models ----
+    def _apply_immediately(self, patch, funcs):
+        """Upstream's first core (Linux 4.0): redirect every call at once,
+        with no consistency model at all."""
+        t = Transition(self.kernel, patch, funcs, 1, self.machine.clock)
+        if self.on_transition is not None:
+            self.on_transition(t)
+        t.start()
+        t.force(self.machine.clock)
+        t.migrated = {}
+        self.transition = t
+        self._log(f"'{patch.name}': starting patching transition")
+        self._finish()
+
+    def _patched_ranges(self, funcs, target):
+        """Address ranges a task must not be inside for the switch: the
+        functions it would leave (old ones when patching)."""
+        ranges = []
+        for pad, (old, new) in funcs.items():
+            leaving = old if target == 1 else new
+            if leaving is None:
+                f = self.image.function_at(pad)
+                ranges.append((f.address, f.address + f.size, f.name))
+            else:
+                m = self.modules.module_at(leaving)
+                f = m.function_at(leaving) if m else None
+                if f:
+                    ranges.append((f.address, f.address + max(f.size, 1), f.name))
+        return ranges
+
+    def _blocker(self, task, ranges, require_reliable):
+        frames, reliable = task.unwind()
+        if require_reliable and not reliable:
+            return frames, "has an unreliable stack"
+        for a in frames:
+            for lo, hi, name in ranges:
+                if lo <= a < hi:
+                    return frames, f"is sleeping on function {name}" if not task.is_current \
+                        else f"is running in function {name}"
+        return frames, None
+
+    def _stop_machine_begin(self, patch, funcs):
+        """Ksplice's (and early kpatch's) model: stop every task, check every
+        stack, switch everything at once or resume and retry later."""
+        t = Transition(self.kernel, patch, funcs, 1, self.machine.clock)
+        if self.on_transition is not None:
+            self.on_transition(t)
+        self._stop = {"transition": t, "attempts": 0, "next": self.machine.clock, "delivered": None}
+        self._log(f"'{patch.name}': stopping the machine to check every stack")
+        self._stop_machine_step()
+
+    def _stop_machine_step(self):
+        st = self._stop
+        m = self.machine
+        if st["delivered"] is not None:
+            return                      # the stop is being paid for (do_stop_cpu runs)
+        if m.clock < st["next"] or not m.interrupts_enabled():
+            return
+        t = st["transition"]
+        ranges = self._patched_ranges(t.funcs, 1)
+        frames_checked, blocker = 0, None
+        for task in self.kernel.tasks:
+            if task.state.value in ("dead", "unused"):
+                continue
+            frames, why = self._blocker(task, ranges, require_reliable=False)
+            frames_checked += len(frames)
+            if why and blocker is None:
+                blocker = f"{task.name}:{task.tid} {why}"
+        cost = STOP_RENDEZVOUS_COST + STOP_FRAME_COST * frames_checked
+        st["attempts"] += 1
+        self.stop_attempts.append((m.clock, blocker is None, frames_checked, cost, blocker))
+        self._deliver_stop(cost)
+        if blocker is None:
+            # the switch happens while everything stands still
+            for pad, (_old, new) in t.funcs.items():
+                self.ftrace.set_jmp(pad, new)
+            t.start()
+            t.force(m.clock)
+            t.migrated = {}
+            self._stop = None
+            self.transition = t
+            self._log(f"'{t.patch.name}': all stacks clean after {st['attempts']} attempt(s); switched")
+            self._finish()
+            return
+        self._log(f"'{t.patch.name}': stop-machine attempt {st['attempts']}: {blocker}", level=4)
+        if st["attempts"] >= STOP_RETRIES:
+            self._stop = None
+            reason = f"gave up after {st['attempts']} attempts: {blocker}"
+            t.patch.reason = reason
+            self._log(f"'{t.patch.name}': {reason}", level=3)
+            self._set_state(t.patch, PatchState.FAILED, reason)
+            return
+        st["next"] = m.clock + STOP_RETRY_INTERVAL
+
+    def _deliver_stop(self, cost):
+        """The stop IPI: the current task's context is interrupted and the CPU
+        spins in do_stop_cpu() for `cost` instructions, every task stopped."""
+        k, m, c = self.kernel, self.machine, self.kernel.c
+        st = self._stop
+        m.set_u64(self.image.address("stop_machine_cost"), max(cost // STOP_SPIN_INSNS, 1))
+        rip = m.reg("rip")
+        if self.image.in_user(rip):
+            top = k.task(k.current).stack_top
+            m.interrupt(self.image.address("stop_machine_entry"), cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8,
+                        stack=top)
+        else:
+            m.interrupt(self.image.address("stop_machine_entry"), cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8)
+        if st is not None:
+            st["delivered"] = m.clock
+        if not hasattr(self, "_stop_hook"):
+            self._stop_hook = m.add_code_hook(self.image.address("stop_return_site"), self._stop_returned)
+        self._stop_started = m.clock
+
+    def _stop_returned(self, _address):
+        self.stopped_instructions += self.machine.clock - self._stop_started
+        if self._stop is not None:
+            self._stop["delivered"] = None
+
+    def _klp_switch_sleepers(self, t):
+        """Upstream's hybrid: a task that is not running and whose stack holds
+        none of the functions it would leave switches right away
+        (klp_try_switch_task()); the rest wait for kernel exit or a signal."""
+        self._klp_last_check = self.machine.clock
+        ranges = self._patched_ranges(t.funcs, t.target)
+        for task in t.pending():
+            if task.is_current:
+                continue
+            _frames, why = self._blocker(task, ranges, require_reliable=True)
+            if why is None:
+                self.machine.set_u8(task._field("kgr_universe"), t.target)
+                mig = t.record_safe_point(task.tid, "stack-check", self.machine.clock)
+                self.kernel.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe)
 
     # ---- transitions ----
     def _begin(self, patch, funcs, target, verb):
@@ -224,6 +391,12 @@ class Livepatch:
             self.taints.append("LIVEPATCH")
         patch.started_at = self.machine.clock
         self._set_state(patch, PatchState.TRANSITION)
+        if self.kernel.booted and self.model == "immediate":
+            self._apply_immediately(patch, funcs)
+            return
+        if self.kernel.booted and self.model == "stop-machine":
+            self._stop_machine_begin(patch, funcs)
+            return
         t = self._begin(patch, funcs, 1, "patching")
         if not self.kernel.booted:
             # applied from start_kernel(): no task exists yet, every later one
@@ -278,9 +451,11 @@ class Livepatch:
 
     # ---- what a user asks for ----
     def find(self, name):
-        for p in reversed(self.patches):
-            if p.name == name:
-                return p
+        """The newest patch called name that was applied, else the newest of that name."""
+        named = [p for p in self.patches if p.name == name]
+        live = [p for p in named if p.state not in (PatchState.REFUSED, PatchState.FAILED)]
+        if live or named:
+            return (live or named)[-1]
         names = ", ".join(p.name for p in self.patches) or "none"
         raise LivepatchError(f"no patch {name!r}; loaded patches: {names}")
 
