@@ -88,6 +88,21 @@ def build_parser():
     p.add_argument("--inject-fault", metavar="TASK", action="append", default=[],
                    help="make TASK (tid or name) take a page fault at its next system call")
     p.add_argument("--trace", metavar="FILE", help="record the run into a trace file (lab trace view FILE)")
+    p.add_argument("--model", default="kgraft", choices=("kgraft", "immediate", "stop-machine", "klp"),
+                   help="consistency model (default kgraft)")
+
+    p = sub.add_parser("compare", help="the consistency models side by side on one patch")
+    _add_image(p)
+    p.add_argument("--patch", required=True, metavar="FILE", help="the patch object to apply")
+    p.add_argument("--workload", default="default")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S")
+    p.add_argument("--patch-at", type=_count, default=1_000_000, metavar="N")
+    p.add_argument("--signal-after", type=_count, default=1_500_000, metavar="N",
+                   help="fake signal interval for the models that send one (default 1,500,000)")
+    p.add_argument("--limit", type=_count, default=12_000_000, metavar="N",
+                   help="give up waiting for completion after N instructions (default 12,000,000)")
+    p.add_argument("-o", "--chart", metavar="OUT.svg", help="also draw the comparison as an SVG bar chart")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("patch", help="live patch objects")
     psub = p.add_subparsers(dest="patch_command", required=True, parser_class=_Parser)
@@ -134,7 +149,7 @@ def cmd_run(args, out):
         raise LabError(f"--patch-at {args.patch_at:,} is not before the end of the run ({args.instructions:,})")
     _check_trace_path(args.trace)
     system = boot(args.image, **_boot_kwargs(args), patches=args.boot_patch, signal_after=args.signal_after,
-                  record=bool(args.trace))
+                  record=bool(args.trace), model=args.model, observe=True)
     for name in args.inject_fault:
         system.inject_fault(int(name) if name.isdigit() else name)
     end = args.instructions
@@ -160,6 +175,30 @@ def cmd_run(args, out):
         print(json.dumps(report, indent=2))
     else:
         out.print(run_view(report))
+    if report["violations"]:
+        if not args.json:
+            out.print(f"[bold red]{len(report['violations'])} consistency violation(s)[/bold red]")
+        return EXIT_CHECK
+    return EXIT_OK
+
+
+def cmd_compare(args, out):
+    import pathlib
+
+    from .compare import ComparisonTable, compare, write_chart
+    if not pathlib.Path(args.patch).is_file():
+        raise LabError(f"{args.patch}: no such patch object; build one with `lab patch build SOURCE.c`")
+    rows = compare(args.patch, workload=args.workload, seed=args.seed, patch_at=args.patch_at,
+                   signal_after=args.signal_after, limit=args.limit, image=args.image)
+    if args.chart:
+        write_chart(rows, args.chart, title=pathlib.Path(args.patch).name)
+    if args.json:
+        print(json.dumps({"schema": 1, "patch": str(args.patch), "workload": args.workload, "seed": args.seed,
+                          "models": rows}, indent=2))
+    else:
+        out.print(ComparisonTable(rows, pathlib.Path(args.patch).name))
+        if args.chart:
+            out.print(f"chart written to {args.chart}")
     return EXIT_OK
 
 
@@ -273,7 +312,7 @@ def cmd_disasm(args, out):
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "workloads": cmd_workloads, "symbols": cmd_symbols,
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare, "workloads": cmd_workloads, "symbols": cmd_symbols,
             "pads": cmd_pads, "disasm": cmd_disasm}
 
 

@@ -76,6 +76,14 @@ def transition_record(system):
     }
 
 
+def violations(system):
+    """The checker's findings, when the run was observed; else []."""
+    if system.observer is None:
+        return []
+    names = {t.tid: t.name for t in system.tasks}
+    return [v.to_dict(names) for v in system.violations()]
+
+
 def build_report(system):
     k = system.kernel
     log = k.log
@@ -85,7 +93,7 @@ def build_report(system):
         irq = {"migrated_at": t.migrated[IRQ].at, "migrated_by": t.migrated[IRQ].by}
     return {
         "schema": SCHEMA,
-        "model": "kgraft",
+        "model": system.livepatch.model,
         "workload": k.workload,
         "seed": k.seed,
         "quantum": k.quantum,
@@ -97,7 +105,10 @@ def build_report(system):
         "patches": [patch_record(p) for p in system.livepatch.patches],
         "transition": transition_record(system),
         "signals": [{"tid": e.tid, "sig": e.sig, "fake": e.fake, "at": e.at} for e in log.of(ev.Signal)],
-        "violations": [],
+        "violations": violations(system),
+        "stopped_instructions": system.livepatch.stopped_instructions,
+        "stop_attempts": [{"at": at, "clean": clean, "frames": frames, "cost": cost, "blocker": blocker}
+                          for at, clean, frames, cost, blocker in system.livepatch.stop_attempts],
         "taints": list(system.livepatch.taints),
         "oopses": [{"tid": e.tid, "reason": e.reason, "address": e.address, "rip": e.rip,
                     "where": e.where, "at": e.at, "code": list(e.code)} for e in log.of(ev.Oops)],

@@ -23,6 +23,11 @@ MIGRATION_SHAPES = {
     "syscall-exit": "circle", "freezer": "square", "kgr-task-safe": "diamond", "kthread-worker": "triangle",
     "irq-exit": "triangle-down", "fake-signal": "star", "force": "cross",
 }
+MIGRATION_WORDS = {
+    "syscall-exit": "at system call exit", "freezer": "in the freezer", "kgr-task-safe": "at kgr_task_safe()",
+    "kthread-worker": "in its worker loop", "irq-exit": "at interrupt exit", "fake-signal": "after a fake signal",
+    "force": "by force",
+}
 MIGRATION_COLOUR = "#1a9850"
 SIGNAL_COLOUR = {"fake-signal": "#d7301f", "signal": "#d7301f", "wake-up": "#2b83ba"}
 PATCH_COLOUR = {"transition": "#333333", "reverting": "#333333", "complete": "#111111", "reverted": "#111111",
@@ -112,8 +117,9 @@ class Timeline(JupyterMixin):
             cls = "lane irq" if tid == IRQ else "lane"
             a(f'<g class={quoteattr(cls)} data-tid="{tid}" data-name={quoteattr(name)}>')
             label = f"{tid} {name}" if tid != IRQ else "interrupts"
-            a(f'<text x="{left - 10}" y="{y + height / 2 + 4:.1f}" text-anchor="end" class="lane-label">'
-              f'{escape(label)}<tspan class="kind"> {escape(kind)}</tspan></text>')
+            a(f'<text x="{left - 62}" y="{y + height / 2 + 4:.1f}" text-anchor="end" class="lane-label">'
+              f'{escape(label)}</text><text x="{left - 8}" y="{y + height / 2 + 4:.1f}" text-anchor="end" '
+              f'class="kind">{escape("irq" if tid == IRQ else kind)}</text>')
             a(f'<rect x="{left}" y="{y}" width="{plot_w}" height="{height}" fill="{NONE_FILL}"/>')
             for s in self.lanes[tid]:
                 if s.universe == "none" and s.cpu in ("none",):
@@ -153,7 +159,9 @@ class Timeline(JupyterMixin):
         for m in self.marks:
             if m.kind == "patch" or m.tid not in rows:
                 continue
-            cy = rows[m.tid] + (irq_h if m.tid == IRQ else lane_h) / 2
+            height = irq_h if m.tid == IRQ else lane_h
+            # signals sit on the lane's upper edge, so the safe point they cause a moment later stays visible
+            cy = rows[m.tid] + (1 if m.kind in SIGNAL_COLOUR else height / 2)
             a(self._mark(m, x(m.at), cy))
 
         # axis
@@ -171,7 +179,7 @@ class Timeline(JupyterMixin):
         height = legend_y + legend_h + 10
         style = ("text{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;font-size:12px;fill:#222}"
                  ".title{font-size:15px;font-weight:bold}.subtitle{font-size:11px;fill:#555}"
-                 ".lane-label{font-size:12px}.kind{fill:#888;font-size:10px}.tick{font-size:11px;fill:#444}"
+                 ".lane-label{font-size:12px}.kind{fill:#888;font-size:10px;font-style:italic}.tick{font-size:11px;fill:#444}"
                  ".axis-label{font-size:11px;fill:#444}.patch-label{font-size:11px;font-weight:bold}"
                  ".legend-title{font-weight:bold}")
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{height}" '
@@ -211,9 +219,9 @@ class Timeline(JupyterMixin):
         col = x0
         for by, shape in MIGRATION_SHAPES.items():
             a(_shape(shape, col + 6, y + 6, 6, MIGRATION_COLOUR))
-            a(f'<text x="{col + 16}" y="{y + 10}">moved: {escape(by)}</text>')
-            col += 135
-            if col > x0 + 5 * 135:
+            a(f'<text x="{col + 16}" y="{y + 10}">moved {escape(MIGRATION_WORDS.get(by, by))}</text>')
+            col += 190
+            if col > x0 + 4 * 190:
                 col, y = x0, y + 22
         y += 22
         col = x0
