@@ -123,6 +123,24 @@ def build_parser():
     _add_image(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("trace", help="look at a recorded run (--trace FILE of run and demo) step by step")
+    tsub = p.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
+    t = tsub.add_parser("view", help="step through a trace interactively (keys: see the help line)")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("--step", metavar="N", help="start at step N (a count, 5e6 or 50%%)")
+    _add_image(t)
+    t = tsub.add_parser("show", help="one step: code, registers, tasks with universes, events, console")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("--step", required=True, metavar="N",
+                   help="instructions retired (1234567, 5e6) or a share of the run (50%%)")
+    t.add_argument("--json", action="store_true", help="print the step as JSON")
+    _add_image(t)
+    t = tsub.add_parser("timeline", help="an SVG of the tasks over time: universes, safe points, fake signals")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("-o", "--output", required=True, metavar="OUT.svg")
+    t.add_argument("--width", type=_count, default=1200, metavar="PX", help="width of the picture (default 1200)")
+    _add_image(t)
+
     p = sub.add_parser("disasm", help="disassemble a kernel function")
     _add_image(p)
     p.add_argument("function")
@@ -154,7 +172,7 @@ def cmd_run(args, out):
         system.inject_fault(int(name) if name.isdigit() else name)
     end = args.instructions
     if args.patch:
-        system.run(args.patch_at)
+        system.run(max(args.patch_at - system.clock, 1))
         for i, path in enumerate(args.patch):
             if i:   # one transition at a time, as kGraft requires
                 system.run(max(end - system.clock, 1), until=lambda s: s.transition is None)
@@ -312,8 +330,35 @@ def cmd_disasm(args, out):
     return EXIT_OK
 
 
+def cmd_trace(args, out):
+    import pathlib
+
+    from .viewer import open_trace
+    inspector = open_trace(args.file, image=args.image)
+    if args.trace_command == "show":
+        state = inspector.state(inspector.index.parse_step(args.step))
+        if args.json:
+            print(json.dumps(state.to_dict(), indent=2))
+        else:
+            from .viewer import StepView
+            out.print(StepView(state))
+        return EXIT_OK
+    if args.trace_command == "timeline":
+        from .viewer import Timeline
+        target = pathlib.Path(args.output)
+        if not target.resolve().parent.is_dir():
+            raise LabError(f"-o {target}: its directory does not exist")
+        Timeline(inspector.trace, width=max(args.width, 600), index=inspector.index).save(target)
+        out.print(f"timeline of {args.file} written to {target}")
+        return EXIT_OK
+    from .viewer.stepper import Stepper
+    step = inspector.index.parse_step(args.step) if args.step else None
+    Stepper(inspector, step=step).run()
+    return EXIT_OK
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare, "workloads": cmd_workloads, "symbols": cmd_symbols,
-            "pads": cmd_pads, "disasm": cmd_disasm}
+            "pads": cmd_pads, "disasm": cmd_disasm, "trace": cmd_trace}
 
 
 def main(argv=None):

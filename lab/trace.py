@@ -412,4 +412,27 @@ def record(system, keyframe_every=DEFAULT_KEYFRAME_EVERY):
     return system.recorder
 
 
+# ---- added for the viewer (lab/viewer): the state in which instruction N is about to run ----
+
+def settle(replayer):
+    """Do the work due between two slices at the replayer's clock: the actions
+    recorded at this clock, then the timer tick if it falls due here.
+
+    seek(N) stops before them (the kernel delivers a due tick at the start of
+    the next slice), so at a tick's step it leaves the machine just before the
+    interrupt.  After settle() the machine is as a per-instruction hook sees it
+    at N: about to run the instruction at N (the interrupt entry, if a tick was
+    delivered).  Moving on with seek() afterwards is the same run."""
+    from .kernel import _STALL_CHUNK
+    k = replayer.kernel
+    pending = getattr(k, "_pending_actions", [])
+    while pending and pending[0][0] <= replayer.clock:
+        _at, name, args = pending.pop(0)
+        k.replay_action(name, args)
+    if k.panicked or replayer.clock >= replayer.trace.end:
+        return replayer
+    k.run(until=lambda k: k._next_tick + k._stall * _STALL_CHUNK > k.clock)
+    return replayer
+
+
 __all__ = ["Recorder", "Trace", "Replayer", "TraceError", "record", "TRACE_SCHEMA", "GPRS", "TaskState"]

@@ -43,25 +43,30 @@ class CodeView(JupyterMixin):
     """The instructions around the step, decoded from the replayed memory: the
     current one marked, a patched pad shown as what it is at this step."""
 
-    def __init__(self, state, title="code"):
+    def __init__(self, state, title="code", raw=True):
         self.state = state
         self.title = title
+        self.raw = raw          # show the instruction bytes (a narrow pane leaves them out)
 
     def __rich__(self):
         t = Table(box=None, show_header=False, pad_edge=False, expand=False)
         t.add_column(width=1)
         t.add_column(style="dim", no_wrap=True)
-        t.add_column(style="dim", no_wrap=True)
+        if self.raw:
+            t.add_column(style="dim", no_wrap=True)
         t.add_column(no_wrap=True)
-        t.add_column(style="blue", no_wrap=True)
+        t.add_column(style="blue", no_wrap=True, overflow="ellipsis")
         for x in self.state.listing:
             style = _PAD_STYLE.get(x.pad, "")
             if x.current:
-                style = (style + " reverse").strip() or "reverse"
-            t.add_row(Text("▶", style="bold green") if x.current else "", f"{x.address:#010x} <{x.symbol}>", x.raw,
-                      Text(x.text, style=style), f"# {x.comment}" if x.comment else "")
+                style = (style + " reverse").strip()
+            cells = [Text("▶", style="bold green") if x.current else "", f"{x.address:#010x} <{x.symbol}>"]
+            if self.raw:
+                cells.append(x.raw)
+            cells += [Text(x.text, style=style), f"# {x.comment}" if x.comment else ""]
+            t.add_row(*cells)
         if not self.state.listing:
-            t.add_row("", f"{self.state.rip:#010x}", "", Text("<not in RAM>", style="red"), "")
+            t.add_row(*([""] * (len(t.columns) - 2)), Text(f"{self.state.rip:#x}: not in RAM", style="red"), "")
         return Panel(t, title=self.title, title_align="left")
 
 
