@@ -44,7 +44,7 @@ def test_lab_run_json_is_the_report_of_the_run(run_lab, image):
     result = run_lab("run", "--json", "--instructions", "5e5", "--quantum", "10_000", "--seed", "2")
     assert result.status == 0 and result.err == ""
     report = result.json
-    system = lab.boot(image, seed=2, quantum=10_000)
+    system = lab.boot(image, seed=2, quantum=10_000, observe=True)   # as `lab run` does
     system.run(500_000 - system.clock)
     assert report == json.loads(json.dumps(system.report()))
     assert (report["schema"], report["instructions"], report["quantum"], report["seed"]) == (1, 500_000, 10_000, 2)

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from unicorn import UC_HOOK_CODE
 
-from lab.trace import TRACE_SCHEMA, Trace, TraceError
+from lab.trace import TRACE_SCHEMA, Trace, TraceError, settle
 from trace_helpers import boot, drive, record, recorded, rewrite
 
 
@@ -90,7 +90,7 @@ def test_the_state_replayed_at_a_step_is_the_state_the_run_had_there(trace, refe
     rp = trace.replayer()
     for step in sorted(seen, key=lambda s: (s * 7919) % 104729):   # not in order: seeks go back and forth
         regs, ram = seen[step]
-        rp.seek(step)
+        settle(rp.seek(step))
         assert rp.clock == step
         got = rp.regs()
         diff = {k: (hex(regs[k]), hex(got[k])) for k in regs if regs[k] != got[k]}
