@@ -238,9 +238,11 @@ def cmd_demo(args, out):
         return EXIT_OK
     out.rule("kGraft lab: live patching capable() on a running kernel")
 
+    from rich.markup import escape
+
     def on_step(system, lines):
         for at, text in lines:
-            out.print(f"[dim]{at:>11,}[/dim]  {text}")
+            out.print(f"[dim]{at:>11,}[/dim]  {escape(text)}")
 
     system = run_demo(args.instructions, seed=args.seed, image=args.image, on_step=on_step,
                       record=bool(args.trace))

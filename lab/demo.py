@@ -50,12 +50,27 @@ def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=N
         if on_step:
             on_step(system, lines)
 
+    def pad_line(when):
+        ft = system.ftrace
+        address = system.image.pad("capable").address
+        insn = ft.disassemble_pad(address)
+        target = ft.state(address)[1]
+        where = f" ({ft.symbolize(target)})" if target is not None else ""
+        line = (system.clock, f"{when}: capable's pad is `{insn.text}`{where}")
+        story.append(line)
+        if on_step:
+            on_step(system, [line])
+
+    pad_line("before the patch")
     while system.clock < PATCH_AT:
         step(min(STEP, PATCH_AT - system.clock))
     system.apply_patch(PATCH)
     step(1)
+    pad_line("transition started")
     while system.clock < instructions and (system.transition is not None or system.clock < PATCH_AT + SIGNAL_AFTER):
         step(STEP)
+    if system.transition is None:
+        pad_line("transition complete")
     if system.clock < instructions:
         step(min(500_000, instructions - system.clock))
     system.story = story
