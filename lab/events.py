@@ -103,14 +103,12 @@ class EventLog:
     def __init__(self):
         self.events = []
         self._hash = hashlib.sha256()
+        self._hashed = 0
         self._listeners = []
 
     def add(self, cls, at, **fields):
         ev = cls(seq=len(self.events), at=at, **fields)
         self.events.append(ev)
-        if not cls.observed:
-            self._hash.update(json.dumps(_core(ev.to_dict()), sort_keys=True, separators=(",", ":")).encode()
-                              + b"\n")
         for fn in self._listeners:
             fn(ev)
         return ev
@@ -121,6 +119,13 @@ class EventLog:
 
     @property
     def digest(self):
+        """sha256 over the events so far (observed ones left out), each as
+        canonical JSON; hashed when read, not on the run's path."""
+        for e in self.events[self._hashed:]:
+            if not e.observed:
+                self._hash.update(json.dumps(_core(e.to_dict()), sort_keys=True, separators=(",", ":")).encode()
+                                  + b"\n")
+        self._hashed = len(self.events)
         return self._hash.hexdigest()
 
     def of(self, cls):

@@ -210,6 +210,7 @@ class Kernel:
         self.tasks_base = image.address("tasks")
         self._current_task_ptr = image.address("current_task")
         self._irq_depth = image.address("irq_depth")
+        self._irq_entry = image.address("common_interrupt")
         self._rng = random.Random(seed)
         self.current = 0
         self.booted = False
@@ -243,7 +244,6 @@ class Kernel:
     def _register(self):
         img, m = self.image, self.machine
         m.syscall_entry = img.address("entry_SYSCALL_64")
-        m.syscall_watch = self._on_syscall
         c = self.c
         for name, fn in (
             ("HC_CONSOLE_NR", self._hc_console),
@@ -255,9 +255,13 @@ class Kernel:
         ):
             m.hypercalls[c[name]] = fn
 
+    def watch_syscalls(self, fn):
+        """Call fn(tid, number) on every system call entry (a trace or the checker)."""
+        self.syscall_watch = fn
+        self.machine.syscall_watch = self._on_syscall
+
     def _on_syscall(self):
-        if self.syscall_watch is not None:
-            self.syscall_watch(self.current, self.machine.reg("rax"))
+        self.syscall_watch(self.current, self.machine.reg("rax"))
 
     # ---- the scheduling state a trace keyframe needs besides CPU and RAM ----
     def snapshot_state(self):
@@ -463,7 +467,8 @@ class Kernel:
     def _tick(self):
         """The timer fires: deliver it now if interrupts are on, else keep it pending."""
         m = self.machine
-        if not m.interrupts_enabled():
+        state = m.cpu_state()
+        if not state[2] & 0x200:         # IF
             self._stall += 1
             if self._stall * _STALL_CHUNK > _LOCKUP_QUANTA * self.quantum:
                 self._stall = 0
@@ -473,22 +478,19 @@ class Kernel:
         self._stall = 0
         if self._pending_signals:
             self._post_signals()
-        rip = m.reg("rip")
+        rip = state[0]
         user = self.image.in_user(rip)
         c = self.c
         with m.replayable():
             if user:
                 top = Task(self, self.current).stack_top
-                m.interrupt(self._irq_entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top)
+                m.interrupt(self._irq_entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top, state=state)
             else:
-                m.interrupt(self._irq_entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8)
+                m.interrupt(self._irq_entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8, state=state)
         self.log.add(ev.Interrupt, m.clock, tid=self.current, user=user, rip=rip)
         jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
         self._next_tick = m.clock + self.quantum + jitter
 
-    @property
-    def _irq_entry(self):
-        return self.image.address("common_interrupt")
 
     # ---- oops ----
     def function_name(self, address):

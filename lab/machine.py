@@ -329,11 +329,16 @@ class Machine:
     def interrupts_enabled(self):
         return bool(self._uc.reg_read(X.UC_X86_REG_EFLAGS) & X86_EFLAGS_IF)
 
-    def interrupt(self, entry, *, cs, ss, stack=None):
+    def cpu_state(self):
+        """(rip, rsp, rflags) in one read."""
+        return self._uc.reg_read_batch([X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS])
+
+    def interrupt(self, entry, *, cs, ss, stack=None, state=None):
         """Deliver an interrupt as the CPU would: align the stack (the current
         one, or stack when the caller switches, as TSS.RSP0 does), push ss, rsp,
-        rflags, cs, rip, clear IF and jump to entry."""
-        rip, rsp, rflags = self._uc.reg_read_batch([X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS])
+        rflags, cs, rip, clear IF and jump to entry.  state: cpu_state() if the
+        caller already read it."""
+        rip, rsp, rflags = state or self.cpu_state()
         top = (stack if stack is not None else rsp) & ~0xF
         frame = top - 40
         self.write(frame, struct.pack("<5Q", rip, cs, rflags, rsp, ss))

@@ -69,7 +69,7 @@ class Observer:
     def __init__(self, system):
         self.system = system
         k = system.kernel
-        k.syscall_watch = self._on_syscall
+        k.watch_syscalls(self._on_syscall)
         self._watched = set()
         system.livepatch.on_transition = self._watch_transition
         for name in KTHREAD_LOOP_TOPS:
