@@ -17,6 +17,10 @@ bench: $(VENV)/.installed
 firmware:
 	$(MAKE) -C firmware
 
+# re-executes every notebook in notebooks/ in place, outputs included
+notebooks: $(VENV)/.installed-test
+	$(BIN)/python notebooks/run_all.py
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -30,4 +34,4 @@ $(VENV)/.installed-test: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) firmware/build
 
-.PHONY: demo test bench firmware clean
+.PHONY: demo test bench firmware notebooks clean

@@ -54,13 +54,20 @@ class BenchmarkFailed(Exception):
 BENCHMARKS = {}
 
 
-def benchmark(name, *, goal=None, description):
+def benchmark(name, *, goal=None, lower_is_better=False, description):
     """Register fn(opts) -> dict as benchmark `name`.  goal: the ratio to reach
-    (higher is better), or None if the benchmark only reports."""
+    (higher is better, or lower with lower_is_better: an overhead, a time), or
+    None if the benchmark only reports."""
     def register(fn):
-        BENCHMARKS[name] = {"fn": fn, "goal": goal, "description": description}
+        BENCHMARKS[name] = {"fn": fn, "goal": goal, "lower": lower_is_better, "description": description}
         return fn
     return register
+
+
+def goal_met(b, ratio):
+    if b["goal"] is None:
+        return None
+    return ratio <= b["goal"] if b.get("lower") else ratio >= b["goal"]
 
 
 # ---- measuring helpers, for any benchmark ----
@@ -241,6 +248,7 @@ def throughput(opts):
 def _load_more():
     """Benchmarks kept in their own modules register themselves on import."""
     import bench_livepatch  # noqa: F401
+    import bench_trace  # noqa: F401
 
 
 def _count(text):
@@ -283,7 +291,8 @@ def main(argv=None):
     opts = p.parse_args(argv)
     if opts.list:
         for name, b in BENCHMARKS.items():
-            goal = f" (goal {b['goal']} or better)" if b["goal"] is not None else ""
+            better = "or lower" if b.get("lower") else "or better"
+            goal = f" (goal {b['goal']} {better})" if b["goal"] is not None else ""
             print(f"{name}: {b['description']}{goal}")
         return 0
     unknown = [n for n in opts.names if n not in BENCHMARKS]
@@ -308,7 +317,7 @@ def main(argv=None):
             if not opts.json:
                 print(f"{name}: FAILED: {exc}", file=sys.stderr)
             continue
-        met = None if b["goal"] is None else r["ratio"] >= b["goal"]
+        met = goal_met(b, r["ratio"])
         results.append({"name": name, "ok": True, "goal": b["goal"], "goal_met": met, **r})
         if opts.check and met is False:
             status = 1

@@ -125,7 +125,11 @@ def build_parser():
 
     p = sub.add_parser("trace", help="look at a recorded run (--trace FILE of run and demo) step by step")
     tsub = p.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
-    t = tsub.add_parser("view", help="step through a trace interactively (keys: see the help line)")
+    t = tsub.add_parser("view", help="step through a trace interactively (keys: see the help line)",
+                        description="Keys: right/n and left/p step one instruction, ] and [ the next and previous "
+                                    "event, s and S the next and previous safe point (Migrated) or signal, c the "
+                                    "next call of a function (asked for), g go to a step (1234567, 5e6, 50%, "
+                                    "+N, -N), f follow the current task only (again: stop), q quit.")
     t.add_argument("file", metavar="FILE")
     t.add_argument("--step", metavar="N", help="start at step N (a count, 5e6 or 50%%)")
     _add_image(t)

@@ -120,22 +120,12 @@ class Task:
 
     def stack(self, limit=16):
         """The kernel call chain of a task that is switched out, innermost
-        first, unwound through its frame pointers (the firmware keeps them)."""
+        first, unwound through its frame pointers (the firmware keeps them)
+        and through interrupt frames (a preempted task shows the function it
+        was interrupted in)."""
         if self.is_current or self.state in (TaskState.UNUSED, TaskState.DEAD):
             return []
-        m, img = self._m, self._k.image
-        sp = m.u64(self._field("thread_sp"))
-        # the frame __switch_to_asm pushed: r15 r14 r13 r12 rbx rbp flags, return address
-        rbp, ret = m.u64(sp + 5 * 8), m.u64(sp + 7 * 8)
-        chain = [ret]
-        lo, hi = self.stack_top - self._k.c["KSTACK_SIZE_BYTES"], self.stack_top
-        while len(chain) < limit and lo <= rbp < hi - 16:
-            ret = m.u64(rbp + 8)
-            if self._k.function_name(ret) is None:
-                break
-            chain.append(ret)
-            rbp = m.u64(rbp)
-        return chain
+        return self.unwind(limit)[0]
 
     def unwind(self, limit=32):
         """(kernel frames innermost first, reliable) for this task, running

@@ -12,7 +12,7 @@ import struct
 
 from unicorn import (
     UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-    UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
+    UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64, UC_PROT_ALL, Uc, UcError,
 )
 from unicorn import x86_const as X
@@ -85,6 +85,7 @@ class Machine:
         self._running = False
         self._stop_requested = False
         self._bad_access = None
+        self._clock_bias = -1       # the counter counts the current instruction; a block hook runs before that
         self.hypercalls = {}        # number -> handler(a, b, c) -> int | None
         self.syscall_entry = None   # where SYSCALL jumps (LSTAR)
         self.syscall_watch = None   # fn() on every SYSCALL, before it is emulated
@@ -104,7 +105,7 @@ class Machine:
     def clock(self):
         """Retired instructions; inside a hook, those retired before the current one."""
         if self._running:
-            return self.retired + self._counter.value - 1
+            return self.retired + self._counter.value + self._clock_bias
         return self.retired
 
     # ---- memory ----
@@ -252,6 +253,22 @@ class Machine:
             callback(addr)
         handle = self._uc.hook_add(UC_HOOK_CODE, trampoline, None, address, address)
         # a hook added after its code was translated would never fire
+        self._uc.ctl_remove_cache(address, address + 1)
+        self._code_hooks[handle] = trampoline
+        return handle
+
+    def add_entry_hook(self, address, callback):
+        """Call callback(address) when a block starting at address runs: a
+        function entry reached by a call or jump.  Far cheaper than a code hook
+        (whose mere presence slows translated code down), but it misses
+        execution that falls into address from the instruction before it."""
+        def trampoline(uc, addr, size, _):
+            self._clock_bias = 0     # Unicorn has not counted the block's first instruction yet
+            try:
+                callback(addr)
+            finally:
+                self._clock_bias = -1
+        handle = self._uc.hook_add(UC_HOOK_BLOCK, trampoline, None, address, address)
         self._uc.ctl_remove_cache(address, address + 1)
         self._code_hooks[handle] = trampoline
         return handle

@@ -100,8 +100,9 @@ class Listing:
         for x in self.insns:
             style = "bold yellow" if x.address in self.highlight else ""
             label = self.symbolize(x.address)
-            t.add_row(f"{x.address:#010x} <{label}>", x.raw.hex(" "), Text(x.text, style=style),
-                      f"# {x.comment}" if x.comment else "")
+            # symbol names such as "kgr_new_capable [kgr_capable]" are not markup
+            t.add_row(Text(f"{x.address:#010x} <{label}>"), x.raw.hex(" "), Text(x.text, style=style),
+                      Text(f"# {x.comment}") if x.comment else "")
         return t
 
 

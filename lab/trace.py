@@ -75,7 +75,8 @@ class Observer:
         for name in KTHREAD_LOOP_TOPS:
             sym = system.image.lookup(name)
             if sym is not None:
-                system.machine.add_code_hook(sym.address, lambda _a, name=name: self._on_loop(name))
+                # function entries, always reached by a call: a block hook sees them
+                system.machine.add_entry_hook(sym.address, lambda _a, name=name: self._on_loop(name))
 
     def _on_loop(self, where):
         k = self.system.kernel
@@ -262,13 +263,19 @@ class Trace:
                 blobs = z.read("keyframes.bin")
         except TraceError:
             raise
-        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, zlib.error) as exc:
             raise TraceError(f"{path}: not a lab trace, or a damaged one ({exc}); record it again") from None
         image = image if isinstance(image, Image) else Image.load(image)
+        try:
+            trace = cls(path, header, events, actions, answers, blobs, image)
+            for frame in trace.keyframes:      # every keyframe must decompress
+                zlib.decompress(blobs[frame.offset:frame.offset + frame.length])
+        except (KeyError, TypeError, ValueError, zlib.error) as exc:
+            raise TraceError(f"{path}: a damaged trace ({exc!r}); record it again") from None
         if header.get("image_hash") != image.source_hash:
             raise TraceError(f"{path}: recorded on another kernel image ({header.get('image')}, sources "
                              f"{str(header.get('image_hash'))[:12]}); replay it with that image")
-        return cls(path, header, events, actions, answers, blobs, image)
+        return trace
 
     @property
     def end(self):
@@ -376,7 +383,7 @@ class Replayer:
         while pending and pending[0][0] <= self.clock and pending[0][0] < step:
             at, name, args = pending.pop(0)
             k.replay_action(name, args)
-        return self
+        return settle(self)
 
     # ---- what a viewer reads ----
     def regs(self):

@@ -172,6 +172,23 @@ def test_a_damaged_trace_is_refused_naming_the_file(tmp_path, damage):
         Trace.load(bad)
 
 
+@pytest.mark.parametrize("damage", ["flipped bytes inside events.jsonl", "header without keyframes"])
+def test_a_trace_damaged_inside_a_member_is_refused_naming_the_file(tmp_path, damage):
+    path, _ = recorded()
+    bad = tmp_path / "inside.trace"
+    if damage == "header without keyframes":
+        rewrite(path, bad, header=lambda h: h.pop("keyframes"))
+    else:
+        data = bytearray(path.read_bytes())
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo("events.jsonl")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 200
+        data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+        bad.write_bytes(bytes(data))
+    with pytest.raises(TraceError, match=bad.name):
+        Trace.load(bad)
+
+
 def test_a_missing_trace_is_refused_with_how_to_record_one(tmp_path):
     with pytest.raises(TraceError, match="record one"):
         Trace.load(tmp_path / "nothing.trace")

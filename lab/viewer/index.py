@@ -1,6 +1,7 @@
 """index - what the events of a trace tell without replaying: who ran when, universes over time, where things happened.
 
-Step N is the machine after N instructions retired; the instruction shown at
+Step N is the machine after N instructions retired and the work due between
+two slices at N (a timer tick: lab.trace.settle); the instruction shown at
 step N is the one about to run.  An event stamped `at` was caused by the
 instruction about to run at step `at` (a hypercall), or happened between two
 slices at that clock (a tick, a lab action), so step `at` is where a person
@@ -14,7 +15,6 @@ import bisect
 from dataclasses import dataclass
 
 from ..errors import LabError
-from ..ftrace import TRAMPOLINE_AREA
 
 IRQ = -1                 # the interrupt context's lane (Migrated.tid == -1)
 IDLE = 0                 # the idle task: not tracked by a transition, set to the target at its start
@@ -62,6 +62,9 @@ class TraceIndex:
         self._switch_ats = [e.at for e in self.switches]
         self._console = [e for e in self.events if e.kind == "console"]
         self._console_ats = [e.at for e in self._console]
+        self._console_lines = []     # lines printed up to and including each console event
+        for e in self._console:
+            self._console_lines.append((self._console_lines[-1] if self._console_lines else 0) + len(_lines(e.text)))
         self._transitions = [e for e in self.events if e.kind == "patch" and e.state in ("transition", "reverting")]
         self._oncpu = self._on_cpu_intervals()
         # the recorder hooks a patched function's old and new bodies when its first transition starts
@@ -178,12 +181,16 @@ class TraceIndex:
             return True
         return getattr(e, "tid", None) == tid
 
-    def console_until(self, step):
-        """The console lines printed before the instruction at step runs."""
+    def console_until(self, step, last=None):
+        """The console lines printed before the instruction at step runs (the `last` of them
+        if given), and how many there are in all."""
+        n = bisect.bisect_left(self._console_ats, step)
+        total = self._console_lines[n - 1] if n else 0
+        first = 0 if last is None else max(0, bisect.bisect_left(self._console_lines, total - last) - 1)
         lines = []
-        for e in self._console[:bisect.bisect_left(self._console_ats, step)]:
-            lines.extend(e.text.rstrip("\n").split("\n"))
-        return lines
+        for e in self._console[first:n]:
+            lines.extend(_lines(e.text))
+        return (lines if last is None else lines[-last:] if last else []), total
 
     def transition_started(self, step):
         """Whether a patching or unpatching transition had begun by step (before: every task is 'old')."""
@@ -224,8 +231,11 @@ class TraceIndex:
         if key is None:
             return None, None
         function, version = key
+        # a task already inside an old function when a transition starts gets a FuncEntry stamped
+        # then; it is no call, so only entries by the task on the CPU (or in an interrupt) count
         e = self.next_event(step, lambda e: e.kind == "call" and e.function == function
-                            and (version is None or e.version == version))
+                            and (version is None or e.version == version)
+                            and (e.in_irq or self.current_at(e.at) == e.tid))
         return e, watched_from
 
     # ---- lanes (the timeline) ----
@@ -237,7 +247,6 @@ class TraceIndex:
 
     def _build_lanes(self):
         tids = sorted(self.names) or sorted(self._oncpu)
-        booted = next((e.at for e in self.events if e.kind == "booted"), self.start)
         universe = {tid: "old" for tid in tids}
         universe[IRQ] = "old"
         cpu = {tid: ("running" if tid == IDLE else "none") for tid in tids}
@@ -345,5 +354,5 @@ def _spans(start, end, changes):
     return merged
 
 
-def in_trampolines(address):
-    return TRAMPOLINE_AREA[0] <= address < TRAMPOLINE_AREA[1]
+def _lines(text):
+    return text.rstrip("\n").split("\n")

@@ -1,6 +1,7 @@
 """state - one step of a trace, replayed and frozen: StepState, and the Inspector that makes and caches them."""
 from __future__ import annotations
 
+import bisect
 import pathlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -9,6 +10,7 @@ from ..disasm import disassemble
 from ..errors import LabError
 from ..image import PAD_SIZE
 from ..machine import GPRS
+from ..trace import settle
 from .index import TraceIndex, ViewerError
 
 LISTING_BEFORE = 6
@@ -174,6 +176,7 @@ class Inspector:
         self.index = TraceIndex(trace)
         self._rp = trace.replayer()
         self._search_rp = None
+        self._keyframe_at = [f.at for f in trace.keyframes]
         self._cache = OrderedDict()
         self._cache_size = cache
         self._pads = [(a, trace.image.function_at(a).name if trace.image.function_at(a) else trace.symbolize(a))
@@ -214,7 +217,7 @@ class Inspector:
         hit = self._cache.get(step)
         if hit is not None:
             return hit.regs
-        return self._rp.seek(step).regs()
+        return settle(self._rp.seek(step)).regs()
 
     def _build(self, step):
         ix, rp = self.index, self._rp
@@ -222,7 +225,7 @@ class Inspector:
         prev = ix.previous_step_of(tid, step)
         # seek the earlier step first, so the later one is reached forward from it
         prev_regs = self._regs_at(prev) if prev is not None else None
-        rp.seek(step)
+        settle(rp.seek(step))
         regs = rp.regs()
         changed = tuple(n for n in GPRS if prev_regs is not None and regs[n] != prev_regs[n])
         started = ix.transition_started(step)
@@ -236,14 +239,14 @@ class Inspector:
         for i, e in ix.near(step, EVENTS_AROUND, EVENTS_AROUND):
             when = "past" if e.at < step else ("now" if e.at == step else "future")
             events.append(EventRow(i, e.at, e.kind, describe(e, ix.task_name), when, e.to_dict()))
-        console = ix.console_until(step)
+        console, console_lines = ix.console_until(step, CONSOLE_TAIL)
         return StepState(
             trace=str(self.trace.path), step=step, start=ix.start, end=ix.end,
             current=rp.current, current_name=ix.task_name(rp.current), in_irq=bool(rp.in_irq),
             rip=regs["rip"], symbol=self.trace.symbolize(regs["rip"]), listing=tuple(listing),
             regs=regs, previous_step=prev, changed=changed, tasks=tasks, target_universe=target,
             transition_started=started, pads=pads, events=tuple(events),
-            console=tuple(console[-CONSOLE_TAIL:]), console_lines=len(console))
+            console=tuple(console), console_lines=console_lines)
 
     def _read(self, address, size):
         try:
@@ -332,17 +335,18 @@ class Inspector:
         handle = rp.machine.add_code_hook(address, lambda _a: hits.append(rp.machine.clock))
         try:
             here = first
-            rp.seek(here)
+            settle(rp.seek(here))
             if rp.regs()["rip"] == address:
                 return here
             while here < stop:
                 # never let a seek cross a keyframe: it would restore it and skip
                 # the instructions in between, which the hook must see
-                nxt = next((f.at for f in trace.keyframes if f.at > here), None)
+                i = bisect.bisect_right(self._keyframe_at, here)
+                nxt = self._keyframe_at[i] if i < len(self._keyframe_at) else None
                 target = stop if nxt is None else min(stop, nxt - 1)
                 if target <= here:
                     target = min(stop, nxt)
-                rp.seek(target)
+                settle(rp.seek(target))
                 found = [h for h in hits if first <= h <= stop]
                 if found:
                     return min(found)
@@ -352,9 +356,6 @@ class Inspector:
             return None
         finally:
             rp.machine.remove_code_hook(handle)
-
-    def find_step(self, text, here=None):
-        return self.index.parse_step(text, here)
 
 
 __all__ = ["Inspector", "StepState", "Line", "PadState", "TaskRow", "EventRow", "ViewerError", "describe"]

@@ -19,9 +19,10 @@ HELP = ("→/n ←/p step  ]/[ next/prev event  s/S next/prev safe point or sign
 class StatePane(Widget):
     """A pane that shows one view of the current StepState; the view is a plain renderable."""
 
-    DEFAULT_CSS = "StatePane { height: auto; }"
-    state = reactive(None, layout=True)
-    follow = reactive(None, layout=True)
+    # fixed heights (set by the Stepper): a pane of height auto is rendered twice per step, once to measure it
+    DEFAULT_CSS = "StatePane { overflow: hidden; }"
+    state = reactive(None)
+    follow = reactive(None)
 
     def __init__(self, view, *, id=None):
         super().__init__(id=id)
@@ -42,7 +43,9 @@ class Stepper(App):
     Screen { layout: vertical; }
     #where { height: 1; padding: 0 1; }
     #body { height: 1fr; }
-    #top, #middle { height: auto; }
+    #top { height: 15; }
+    #middle { height: 17; }
+    #console { height: 13; }
     #code { width: 3fr; }
     #registers { width: 2fr; }
     #tasks { width: 1fr; }
@@ -94,6 +97,9 @@ class Stepper(App):
         yield Static(HELP, id="help")
 
     def on_mount(self):
+        # the task table grows with the tasks; the other panes hold a fixed number of lines
+        tasks = len(self.inspector.trace.header.get("tasks", ()))
+        self.query_one("#middle").styles.height = max(17, tasks + 6)
         self.step = self._first
 
     # ---- the step ----

@@ -7,7 +7,6 @@ import pathlib
 import tempfile
 from xml.sax.saxutils import escape, quoteattr
 
-from rich.jupyter import JupyterMixin
 from rich.segment import Segment
 from rich.style import Style
 
@@ -21,12 +20,12 @@ CPU_LABEL = {"running": "on the CPU", "runnable": "preempted (runnable)", "sleep
 # safe points, by the kind the firmware reports (kGraft's places where a task may switch universe)
 MIGRATION_SHAPES = {
     "syscall-exit": "circle", "freezer": "square", "kgr-task-safe": "diamond", "kthread-worker": "triangle",
-    "irq-exit": "triangle-down", "fake-signal": "star", "force": "cross",
+    "irq-exit": "triangle-down", "fake-signal": "star", "stack-check": "hexagon", "force": "cross",
 }
 MIGRATION_WORDS = {
     "syscall-exit": "at system call exit", "freezer": "in the freezer", "kgr-task-safe": "at kgr_task_safe()",
     "kthread-worker": "in its worker loop", "irq-exit": "at interrupt exit", "fake-signal": "after a fake signal",
-    "force": "by force",
+    "stack-check": "by a stack check (klp)", "force": "by force",
 }
 MIGRATION_COLOUR = "#1a9850"
 SIGNAL_COLOUR = {"fake-signal": "#d7301f", "signal": "#d7301f", "wake-up": "#2b83ba"}
@@ -55,9 +54,9 @@ def short_count(n):
     return str(n)
 
 
-class Timeline(JupyterMixin):
-    """A trace's tasks over time.  svg() draws it (Jupyter shows it through
-    _repr_svg_); printed to a rich console it draws the lanes in text."""
+class Timeline:
+    """A trace's tasks over time.  svg() draws it (Jupyter shows the SVG);
+    printed to a rich console it draws the lanes in text."""
 
     def __init__(self, trace, width=1200, index=None):
         if isinstance(trace, (str, pathlib.Path)):
@@ -121,19 +120,22 @@ class Timeline(JupyterMixin):
               f'{escape(label)}</text><text x="{left - 8}" y="{y + height / 2 + 4:.1f}" text-anchor="end" '
               f'class="kind">{escape("irq" if tid == IRQ else kind)}</text>')
             a(f'<rect x="{left}" y="{y}" width="{plot_w}" height="{height}" fill="{NONE_FILL}"/>')
-            for s in self.lanes[tid]:
-                if s.universe == "none" and s.cpu in ("none",):
+            for start, end, universe, cpu, opacity, mixed in _drawn(self.lanes[tid], (hi - lo) / plot_w):
+                if universe == "none" and cpu == "none":
                     continue
-                x0, x1 = x(s.start), x(s.end)
-                if s.cpu == "dead":
+                x0, x1 = x(start), x(end)
+                if cpu == "dead":
                     fill, opacity = DEAD_FILL, 0.5
                 else:
-                    fill = UNIVERSE_FILL.get(s.universe, NONE_FILL)
-                    opacity = 1.0 if tid == IRQ else CPU_OPACITY.get(s.cpu, 0.16)
-                a(f'<rect class="span" data-universe="{s.universe}" data-cpu="{s.cpu}" x="{x0:.2f}" y="{y}" '
-                  f'width="{max(x1 - x0, 0.3):.2f}" height="{height}" fill="{fill}" fill-opacity="{opacity}">'
-                  f'<title>{escape(name)}: {s.universe} universe, {escape(CPU_LABEL.get(s.cpu, s.cpu))}, steps '
-                  f'{s.start:,}..{s.end:,}</title></rect>')
+                    fill = UNIVERSE_FILL.get(universe, NONE_FILL)
+                    opacity = 1.0 if tid == IRQ else opacity
+                how = "mostly " + CPU_LABEL.get(cpu, cpu) if mixed else CPU_LABEL.get(cpu, cpu)
+                # a tooltip only where there is room to point at: a long run keeps its size
+                title = (f'<title>{escape(name)}: {universe} universe, {escape(how)}, steps {start:,}..{end:,}</title>'
+                         if x1 - x0 >= 3 else "")
+                a(f'<rect class="span" data-universe="{universe}" data-cpu="{cpu}" x="{x0:.2f}" y="{y}" '
+                  f'width="{max(x1 - x0, 0.3):.2f}" height="{height}" fill="{fill}" fill-opacity="{opacity:.2f}">'
+                  f'{title}</rect>')
             a('</g>')
 
         # patch state changes: lines across every lane, labels above, staggered when close
@@ -217,7 +219,11 @@ class Timeline(JupyterMixin):
         a(f'<text x="{col}" y="{y0 + 12}" fill="#555">tones, left to right: on the CPU, preempted, asleep</text>')
         y = y0 + 28
         col = x0
-        for by, shape in MIGRATION_SHAPES.items():
+        # the safe points this run passed (all of them when it passed none, as a key to the shapes)
+        present = {m.label for m in self.marks if m.kind == "migrated"}
+        kinds = [k for k in MIGRATION_SHAPES if k in present] + sorted(present - set(MIGRATION_SHAPES))
+        for by in kinds or MIGRATION_SHAPES:
+            shape = MIGRATION_SHAPES.get(by, "circle")
             a(_shape(shape, col + 6, y + 6, 6, MIGRATION_COLOUR))
             a(f'<text x="{col + 16}" y="{y + 10}">moved {escape(MIGRATION_WORDS.get(by, by))}</text>')
             col += 190
@@ -247,6 +253,12 @@ class Timeline(JupyterMixin):
 
     def _repr_svg_(self):
         return self.svg()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        # the SVG, not rich's HTML of the text lanes (a frontend prefers text/html to image/svg+xml)
+        return {"image/svg+xml": self.svg(),
+                "text/plain": f"<Timeline of {self.trace.path.name}: {len(self.tids)} tasks, "
+                              f"{self.index.end - self.index.start:,} instructions>"}
 
     def save(self, path):
         """Write the SVG to path (a temporary file renamed, so no half file is left)."""
@@ -304,8 +316,55 @@ class Timeline(JupyterMixin):
         yield Segment("old", Style(color="yellow"))
         yield Segment(" / ", Style(dim=True))
         yield Segment("new", Style(color="magenta"))
-        yield Segment(" universe  ◆ safe point  ⚡ fake signal  (instructions retired)", Style(dim=True))
+        yield Segment(" universe", Style(dim=True))
         yield Segment.line()
+        yield Segment(" " * label_w + "◆ safe point  ⚡ fake signal  x: instructions retired", Style(dim=True))
+        yield Segment.line()
+
+
+def _drawn(spans, per_pixel):
+    """What to draw of a lane: (start, end, universe, cpu, opacity, mixed) runs.  A
+    span a pixel wide or more is drawn as it is; a row of narrower ones (a task
+    switched in and out many times a pixel) becomes one run of the dominant
+    universe and CPU state, its tone the time-weighted mean of theirs, so a long
+    run does not draw thousands of invisible rectangles."""
+    out = []
+    group = []
+
+    def flush():
+        if not group:
+            return
+        if len(group) == 1:
+            g = group[0]
+            out.append([g.start, g.end, g.universe, g.cpu, CPU_OPACITY.get(g.cpu, 0.16), False])
+        else:
+            time_in = {}
+            for g in group:
+                time_in[(g.universe, g.cpu)] = time_in.get((g.universe, g.cpu), 0) + (g.end - g.start)
+            total = sum(time_in.values()) or 1
+            universe, cpu = max(time_in, key=time_in.get)
+            tone = sum(CPU_OPACITY.get(c, 0.16) * t for (_u, c), t in time_in.items()) / total
+            out.append([group[0].start, group[-1].end, universe, cpu, round(tone * 10) / 10, True])
+        group.clear()
+
+    for s in spans:
+        if s.end - s.start >= per_pixel:
+            flush()
+            group.append(s)
+            flush()
+            continue
+        group.append(s)
+        if group[-1].end - group[0].start >= per_pixel:
+            flush()
+    flush()
+    merged = []
+    for run in out:   # neighbours that look the same are one rectangle
+        if merged and merged[-1][2:5] == run[2:5] and merged[-1][1] == run[0]:
+            merged[-1][1] = run[1]
+            merged[-1][5] = merged[-1][5] or run[5]
+        else:
+            merged.append(run)
+    return [tuple(r) for r in merged]
 
 
 def _dominant(spans, lo, per, cols):
@@ -342,6 +401,9 @@ def _shape(kind, cx, cy, r, colour):
             rad = r * 1.1 if i % 2 == 0 else r * 0.45
             pts.append(f"{cx + rad * math.cos(ang):.2f},{cy - rad * math.sin(ang):.2f}")
         return f'<polygon points="{" ".join(pts)}" fill="{colour}" {stroke}/>'
+    if kind == "hexagon":
+        pts = [(r * math.cos(a), r * math.sin(a)) for a in (i * math.pi / 3 for i in range(6))]
+        return f'<polygon points="{" ".join(f"{cx + dx:.2f},{cy + dy:.2f}" for dx, dy in pts)}" fill="{colour}" {stroke}/>'
     pts = {
         "diamond": [(0, -r), (r, 0), (0, r), (-r, 0)],
         "triangle": [(0, -r), (r, r * 0.8), (-r, r * 0.8)],

@@ -48,26 +48,27 @@ class CodeView(JupyterMixin):
         self.title = title
         self.raw = raw          # show the instruction bytes (a narrow pane leaves them out)
 
-    def __rich__(self):
+    def __rich_console__(self, console, options):
+        raw = self.raw and options.max_width >= 110     # a narrow terminal leaves the bytes out
         t = Table(box=None, show_header=False, pad_edge=False, expand=False)
-        t.add_column(width=1)
-        t.add_column(style="dim", no_wrap=True)
-        if self.raw:
+        t.add_column(no_wrap=True, overflow="ellipsis")
+        if raw:
             t.add_column(style="dim", no_wrap=True)
-        t.add_column(no_wrap=True)
+        t.add_column(no_wrap=True, min_width=20)
         t.add_column(style="blue", no_wrap=True, overflow="ellipsis")
         for x in self.state.listing:
             style = _PAD_STYLE.get(x.pad, "")
             if x.current:
                 style = (style + " reverse").strip()
-            cells = [Text("▶", style="bold green") if x.current else "", f"{x.address:#010x} <{x.symbol}>"]
-            if self.raw:
-                cells.append(x.raw)
-            cells += [Text(x.text, style=style), f"# {x.comment}" if x.comment else ""]
+            # Text, not str: symbols such as "kgr_new_capable [kgr_capable]" are not console markup
+            where = Text.assemble(("▶ " if x.current else "  ", "bold green"),
+                                  (f"{x.address:#010x} <{x.symbol}>", "" if x.current else "dim"))
+            cells = [where] + ([Text(x.raw)] if raw else [])
+            cells += [Text(x.text, style=style), Text(f"# {x.comment}" if x.comment else "")]
             t.add_row(*cells)
         if not self.state.listing:
             t.add_row(*([""] * (len(t.columns) - 2)), Text(f"{self.state.rip:#x}: not in RAM", style="red"), "")
-        return Panel(t, title=self.title, title_align="left")
+        yield Panel(t, title=self.title, title_align="left")
 
 
 class RegisterView(JupyterMixin):
@@ -112,7 +113,7 @@ class TaskView(JupyterMixin):
         for task in s.tasks:
             mark = Text("▶", style="bold green") if task.current else Text("")
             name = Text(task.name, style="underline" if task.tid == self.follow else "")
-            t.add_row(mark, str(task.tid), name, task.kind, Text(task.state, style=_STATE_STYLE.get(task.state, "")),
+            t.add_row(mark, str(task.tid), name, Text(task.kind), Text(task.state, style=_STATE_STYLE.get(task.state, "")),
                       Text(f"{task.universe} ({task.universe_byte})", style=_UNIVERSE_STYLE[task.universe]))
         where = f"target universe {s.target_universe}" if s.transition_started else "no transition yet: all old"
         pads = "  ".join(f"{p.function}: {p.state.upper()}" + (f" -> {p.target_symbol}" if p.target_symbol else "")
