@@ -468,19 +468,26 @@ class Kernel:
         self._stall = 0
         if self._pending_signals:
             self._post_signals()
-        rip = state[0]
-        user = self.image.in_user(rip)
-        c = self.c
         with m.replayable():
-            if user:
-                top = Task(self, self.current).stack_top
-                m.interrupt(self._irq_entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top, state=state)
-            else:
-                m.interrupt(self._irq_entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8, state=state)
+            rip, user = self.interrupt(self._irq_entry, state)
         self.log.add(ev.Interrupt, m.clock, tid=self.current, user=user, rip=rip)
         jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
         self._next_tick = m.clock + self.quantum + jitter
 
+
+    def interrupt(self, entry, state=None):
+        """Interrupt the running context into entry, as the CPU does: on the
+        current task's kernel stack with a user CS when user mode was running
+        (TSS.RSP0), on the current stack otherwise.  Returns (rip, user)."""
+        m, c = self.machine, self.c
+        state = state or m.cpu_state()
+        rip = state[0]
+        if self.image.in_user(rip):
+            top = Task(self, self.current).stack_top
+            m.interrupt(entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top, state=state)
+            return rip, True
+        m.interrupt(entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8, state=state)
+        return rip, False
 
     # ---- oops ----
     def function_name(self, address):

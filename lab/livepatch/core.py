@@ -326,16 +326,10 @@ class Livepatch:
     def _deliver_stop(self, cost):
         """The stop IPI: the current task's context is interrupted and the CPU
         spins in do_stop_cpu() for `cost` instructions, every task stopped."""
-        k, m, c = self.kernel, self.machine, self.kernel.c
+        m = self.machine
         st = self._stop
         m.set_u64(self.image.address("stop_machine_cost"), max(cost // STOP_SPIN_INSNS, 1))
-        rip = m.reg("rip")
-        if self.image.in_user(rip):
-            top = k.task(k.current).stack_top
-            m.interrupt(self.image.address("stop_machine_entry"), cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8,
-                        stack=top)
-        else:
-            m.interrupt(self.image.address("stop_machine_entry"), cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8)
+        self.kernel.interrupt(self.image.address("stop_machine_entry"))
         if st is not None:
             st["delivered"] = m.clock
         if not hasattr(self, "_stop_hook"):
