@@ -91,6 +91,10 @@ class Ftrace:
     def state(self, address):
         return self._state.get(address, (PadState.NOP, None))
 
+    def pad_states(self):
+        """{pad address: (PadState, target)} of every pad that is not a NOP."""
+        return dict(self._state)
+
     def read_pad(self, address):
         return self.machine.read(address, PAD_SIZE)
 

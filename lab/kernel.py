@@ -80,6 +80,14 @@ class Task:
         self._m.set_u8(self._field("kgr_in_progress"), 1 if value else 0)
 
     @property
+    def kgr_universe(self):
+        return self._m.u8(self._field("kgr_universe"))
+
+    @kgr_universe.setter
+    def kgr_universe(self, value):
+        self._m.set_u8(self._field("kgr_universe"), value)
+
+    @property
     def make_it_fail(self):
         return bool(self._m.u8(self._field("make_it_fail")))
 

@@ -11,9 +11,9 @@ import ctypes
 import struct
 
 from unicorn import (
-    UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-    UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
-    UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64, UC_PROT_ALL, Uc, UcError,
+    UC_ARCH_X86, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_PROT,
+    UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64, UC_PROT_ALL, UC_PROT_NONE, Uc, UcError,
 )
 from unicorn import x86_const as X
 
@@ -24,6 +24,10 @@ RAM_END = 0x800000
 HYPERCALL_PORT = 0xE9
 X86_EFLAGS_IF = 0x200
 _NEVER = 2**64 - 1
+# Each engine reserves a translation buffer of 1 GiB of address space by
+# default; the lab's kernel needs far less.  Set before the first mem_map or
+# it is silently ignored (UNICORN.md).
+TCG_BUFFER_SIZE = 16 << 20
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -75,6 +79,7 @@ class Machine:
         if _COUNTER_OFFSET is None:
             _COUNTER_OFFSET = _find_counter_offset()
         self._uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         size = RAM_END - RAM_BASE
         self._ram = (ctypes.c_ubyte * size)()
         uc.mem_map_ptr(RAM_BASE, size, UC_PROT_ALL, ctypes.addressof(self._ram))
@@ -96,9 +101,32 @@ class Machine:
         self._replayable = 0
         self.answer_log = None      # list of (clock, number, answer) while a trace records
         self.answers = None         # {clock: answer} while a trace replays
+        self.guard_pages = ()       # (start, end) ranges the CPU may not touch (stack guards)
+        self.closed = False
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._on_bad_access)
+
+    def close(self):
+        """Release the engine now (its translation buffer and mappings), not
+        whenever the cycle collector gets to it.  The machine is unusable after."""
+        if self.closed:
+            return
+        self.closed = True
+        self.hypercalls = {}
+        self.syscall_watch = None
+        self._code_hooks = {}
+        self._counter = None
+        uc, self._uc = self._uc, None
+        finalizer = getattr(uc, "_Uc__finalizer", None)
+        if finalizer is not None:
+            finalizer()          # uc_close(), once
+        # the RAM buffer goes with the last reference to it
+        try:
+            self.ram.release()
+        except BufferError:      # a caller still holds a slice; it keeps the buffer alive
+            pass
+        self._ram = None
 
     # ---- the clock ----
     @property
@@ -118,6 +146,42 @@ class Machine:
     def read(self, address, size):
         off = self._off(address, size)
         return bytes(self.ram[off:off + size])
+
+    def guest_range_ok(self, address, size):
+        """Whether the guest could read address..address+size itself: inside
+        RAM and touching no guard page (what access_ok() and a faultless
+        copy_from_user() would establish)."""
+        if not isinstance(address, int) or size < 0:
+            return False
+        if address < RAM_BASE or address + size > RAM_END:
+            return False
+        return not any(lo < address + size and address < hi for lo, hi in self.guard_pages)
+
+    def guest_cstring(self, address, limit=256):
+        """A NUL-terminated string the guest handed over, or None when the
+        pointer is bad or no NUL comes within limit bytes (strncpy_from_user's
+        -EFAULT / -ENAMETOOLONG)."""
+        if not self.guest_range_ok(address, 1):
+            return None
+        avail = min(limit, RAM_END - address)
+        for lo, hi in self.guard_pages:
+            if address < lo < address + avail:
+                avail = lo - address
+        off = address - RAM_BASE
+        raw = bytes(self.ram[off:off + avail])
+        end = raw.find(b"\0")
+        if end < 0:
+            return None
+        return raw[:end].decode("utf-8", "replace")
+
+    def guard(self, address, size):
+        """Make address..address+size a guard page: any access by the CPU
+        faults (a vmap stack's guard page).  The lab's own reads still work."""
+        self._uc.mem_protect(address, size, UC_PROT_NONE)
+        self.guard_pages = tuple(sorted(self.guard_pages + ((address, address + size),)))
+
+    def in_guard_page(self, address):
+        return address is not None and any(lo <= address < hi for lo, hi in self.guard_pages)
 
     @contextlib.contextmanager
     def replayable(self):
@@ -296,6 +360,8 @@ class Machine:
         instructions retired before the fault are counted."""
         if count <= 0:
             raise MachineError("a slice must run at least one instruction")
+        if self.closed:
+            raise MachineError("this machine was closed; boot a new system")
         if rip is None:
             rip = self._uc.reg_read(X.UC_X86_REG_RIP)
         self._bad_access = None
@@ -337,6 +403,9 @@ class Machine:
             UC_ERR_WRITE_UNMAPPED: "write to unmapped memory",
             UC_ERR_FETCH_UNMAPPED: "fetch from unmapped memory",
             UC_ERR_INSN_INVALID: "invalid opcode",
+            UC_ERR_READ_PROT: "read of a guard page",
+            UC_ERR_WRITE_PROT: "write to a guard page",
+            UC_ERR_FETCH_PROT: "fetch from a guard page",
         }
         kind = kinds.get(exc.errno, str(exc))
         address = self._bad_access[1] if self._bad_access else None

@@ -39,6 +39,45 @@ class System:
             self._livepatch.load(path)
         self.run_until_booted()   # start_kernel() has created the workload's tasks
 
+    # ---- resources ----
+    def close(self):
+        """Release the emulator now.  `with lab.boot(...) as system:` does it
+        on leaving the block; a closed system cannot run again."""
+        self._machine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # ---- what must not change when a patch is refused ----
+    def state_digest(self):
+        """A sha256 over what a refused patch must leave as it was: kernel
+        text (pads included), the module area, the trampoline area, every
+        pad's state and func stack, the live tasks' universes, the loaded
+        modules and the patches that are not refused or failed (a refused
+        module is gone from the list, as from lsmod)."""
+        import hashlib
+
+        from .ftrace import TRAMPOLINE_AREA
+        from .modules import MODULE_AREA
+        m, img, lp = self._machine, self._image, self._livepatch
+        h = hashlib.sha256()
+        text = img.address("_stext"), img.address("_etext")
+        for lo, hi in (text, MODULE_AREA, TRAMPOLINE_AREA):
+            h.update(m.read(lo, hi - lo))
+        h.update(repr(sorted((a, s.value, t) for a, (s, t) in self._ftrace.pad_states().items())).encode())
+        h.update(repr(lp.func_stacks()).encode())
+        h.update(repr([(t.tid, t.name, t.kgr_universe) for t in self.tasks
+                       if t.state.value not in ("dead", "unused")]).encode())
+        h.update(repr([(mod.name, mod.base, mod.size) for mod in self._modules.modules if mod.loaded]).encode())
+        h.update(repr([(p.name, p.state.value) for p in lp.patches
+                       if p.state not in (PatchState.REFUSED, PatchState.FAILED)]).encode())
+        h.update(repr(lp.transition is not None).encode())
+        return h.hexdigest()
+
     def _module_function(self, address):
         m = self._modules.module_at(address)
         f = m.function_at(address) if m else None

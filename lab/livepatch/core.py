@@ -69,6 +69,10 @@ class Livepatch:
         kernel.on_hypercall("KALLSYMS_LOOKUP", self._hc_kallsyms)
         kernel.slice_hooks.append(self._after_slice)
 
+    def func_stacks(self):
+        """{pad: [(patch name, new address), ...]} (klp_ops.func_stack), oldest first."""
+        return {pad: [(p.name, new) for p, new in stack] for pad, stack in sorted(self._stacks.items())}
+
     # ---- logging, the kernel's way ----
     def _log(self, text, level=5):
         self.kernel.log.add(ev.Console, self.machine.clock, tid=self.kernel.current, level=level,
