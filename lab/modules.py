@@ -6,6 +6,15 @@ symbols (what EXPORT_SYMBOL would offer; static functions are reachable only
 through kallsyms_lookup_name(), as in the kGraft article), applies the
 relocations, and only then writes the result to emulated memory: a refused
 object leaves memory as it was.  The init function runs inside the emulator.
+
+Before anything else the object is checked the way Linux's
+elf_validity_check() and its friends check a module, and more strictly:
+check_object() reads the ELF header, the section header table, every
+section's file range, the string tables, the symbol table and every
+relocation with struct, and refuses what it cannot vouch for, in one line
+naming the file, the section and what to do.  lief then reads only what
+passed, and must read it the same way: a disagreement is a refusal, never a
+guess.
 """
 from __future__ import annotations
 
@@ -18,22 +27,409 @@ import lief
 from .errors import ImageError
 
 MODULE_AREA = (0x600000, 0x7F0000)   # trampolines live above, up to the end of RAM
-_SHF_ALLOC = 0x2
-_SHN_UNDEF, _SHN_ABS, _SHN_COMMON = 0, 0xFFF1, 0xFFF2
 
-_R = lief.ELF.Relocation.TYPE
+# ---- ELF, as <elf.h> spells it ----
+ET_REL, EM_X86_64, EV_CURRENT = 1, 62, 1
+ELFCLASS64, ELFDATA2LSB = 2, 1
+SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_HASH, SHT_DYNAMIC, SHT_NOTE, SHT_NOBITS, \
+    SHT_REL, SHT_SHLIB, SHT_DYNSYM = range(12)
+SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY, SHT_GROUP, SHT_SYMTAB_SHNDX = 14, 15, 16, 17, 18
+SHT_X86_64_UNWIND = 0x70000001
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
+SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON, SHN_XINDEX = 0, 0xFF00, 0xFFF1, 0xFFF2, 0xFFFF
+STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE, STT_COMMON, STT_TLS, STT_GNU_IFUNC = 0, 1, 2, 3, 4, 5, 6, 10
+STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")   # Elf64_Ehdr
+_SHDR = struct.Struct("<IIQQQQIIQQ")         # Elf64_Shdr
+_SYM = struct.Struct("<IBBHQQ")              # Elf64_Sym
+_RELA = struct.Struct("<QQq")                # Elf64_Rela
+
+# Sections that may be loaded, and section kinds a patch object never has.
+_LOADABLE = {SHT_PROGBITS, SHT_NOBITS, SHT_NOTE, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY,
+             SHT_X86_64_UNWIND}
+_FOREIGN = {SHT_HASH: "a symbol hash table", SHT_DYNAMIC: "dynamic linking information",
+            SHT_REL: "REL relocations (x86-64 objects use RELA)", SHT_SHLIB: "an SHT_SHLIB section",
+            SHT_DYNSYM: "a dynamic symbol table", SHT_SYMTAB_SHNDX: "extended section indexes"}
+
+# What the loader accepts at most: far beyond any patch, small enough that a
+# hostile header cannot make the lab read or allocate without bound.
+MAX_OBJECT_BYTES = 16 << 20
+MAX_SECTIONS = 1024
+MAX_SYMBOLS = 65536
+MAX_RELOCATIONS = 262144
+MAX_ALIGN = 4096          # a page: the module area is laid out in pages at most
+
+REBUILD = "rebuild it with `lab patch build SOURCE.c`"
+
+R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32, R_X86_64_32S, R_X86_64_PC64 = 1, 2, 4, 10, 11, 24
 _SUPPORTED = {
-    _R.X86_64_64: "R_X86_64_64",
-    _R.X86_64_PC32: "R_X86_64_PC32",
-    _R.X86_64_PLT32: "R_X86_64_PLT32",
-    _R.X86_64_32: "R_X86_64_32",
-    _R.X86_64_32S: "R_X86_64_32S",
-    _R.X86_64_PC64: "R_X86_64_PC64",
+    R_X86_64_64: ("R_X86_64_64", 8),
+    R_X86_64_PC32: ("R_X86_64_PC32", 4),
+    R_X86_64_PLT32: ("R_X86_64_PLT32", 4),
+    R_X86_64_32: ("R_X86_64_32", 4),
+    R_X86_64_32S: ("R_X86_64_32S", 4),
+    R_X86_64_PC64: ("R_X86_64_PC64", 8),
 }
 
 
 class ModuleError(ImageError):
     """A patch object cannot be loaded."""
+
+
+# ---- the object file as check_object() read it ----
+
+@dataclass(frozen=True)
+class ElfSection:
+    index: int
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    info: int
+    align: int
+    entsize: int
+
+    @property
+    def allocated(self):
+        return bool(self.flags & SHF_ALLOC)
+
+    @property
+    def in_file(self):
+        return self.type not in (SHT_NULL, SHT_NOBITS)
+
+    @property
+    def label(self):
+        return f"section {self.name!r} [{self.index}]" if self.name else f"section [{self.index}]"
+
+
+@dataclass(frozen=True)
+class ElfSymbol:
+    index: int
+    name: str
+    value: int
+    size: int
+    type: int
+    bind: int
+    shndx: int
+
+
+@dataclass(frozen=True)
+class ElfRela:
+    offset: int
+    sym: int
+    type: int
+    addend: int
+
+
+@dataclass
+class ObjectFile:
+    """A checked relocatable object: its bytes and tables, every index in range."""
+    name: str
+    data: bytes
+    sections: list
+    symbols: list
+    relocations: dict     # target section index -> [ElfRela]
+
+    def content(self, section):
+        if not section.in_file:
+            return bytes(section.size)
+        return self.data[section.offset:section.offset + section.size]
+
+
+def _printable(raw, limit=64):
+    """Bytes from the file, safe in a one-line message."""
+    text = "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in raw[:limit])
+    return text + ("..." if len(raw) > limit else "")
+
+
+class _Checker:
+    """check_object()'s state: the file's bytes and what has been read so far."""
+
+    def __init__(self, data, name):
+        self.data = data
+        self.name = name
+        self.sections = []
+
+    def refuse(self, where, what, todo=REBUILD):
+        raise ModuleError(f"{self.name}: {where}: {what}; {todo}")
+
+    # ---- the ELF header ----
+    def header(self):
+        data = self.data
+        if len(data) < 4 or data[:4] != b"\x7fELF":
+            self.refuse("the ELF header", "not an ELF object (no \\x7fELF magic)", "build it with `lab patch build SOURCE.c`")
+        if len(data) < _EHDR.size:
+            self.refuse("the ELF header", f"the file ends after {len(data)} bytes, inside the {_EHDR.size}-byte header")
+        (ident, e_type, machine, version, _entry, _phoff, shoff, _flags, ehsize, _phentsize, phnum,
+         shentsize, shnum, shstrndx) = _EHDR.unpack_from(data)
+        where = "the ELF header"
+        if ident[4] != ELFCLASS64:
+            self.refuse(where, f"ELF class {ident[4]}, not ELFCLASS64 (a 64-bit object)")
+        if ident[5] != ELFDATA2LSB:
+            what = "big-endian" if ident[5] == 2 else f"byte order {ident[5]}"
+            self.refuse(where, f"{what}, not little-endian (ELFDATA2LSB) as x86-64 is")
+        if ident[6] != EV_CURRENT or version != EV_CURRENT:
+            self.refuse(where, f"ELF version {ident[6]}/{version}, not EV_CURRENT (1)")
+        if e_type != ET_REL:
+            self.refuse(where, f"type {e_type}, not a relocatable object (.o, ET_REL)",
+                        "build it with `lab patch build SOURCE.c`")
+        if machine != EM_X86_64:
+            self.refuse(where, f"machine {machine}, not an x86-64 object (EM_X86_64)")
+        if ehsize != _EHDR.size:
+            self.refuse(where, f"e_ehsize {ehsize}, not {_EHDR.size}")
+        if phnum != 0:
+            self.refuse(where, f"{phnum} program headers; a relocatable object has none")
+        if shentsize != _SHDR.size:
+            self.refuse(where, f"e_shentsize {shentsize}, not {_SHDR.size} (sizeof(Elf64_Shdr))")
+        if shoff == 0 or shnum == 0:
+            self.refuse("the section header table", "absent (e_shoff or e_shnum is 0)")
+        if shnum > MAX_SECTIONS:
+            self.refuse("the section header table", f"{shnum} sections, more than the {MAX_SECTIONS} a patch may have")
+        if shoff + shnum * _SHDR.size > len(data):
+            self.refuse("the section header table",
+                        f"{shnum} entries at {shoff:#x} end past the end of the file ({len(data):#x} bytes)")
+        if shstrndx == SHN_UNDEF or shstrndx >= shnum:
+            self.refuse("the ELF header", f"e_shstrndx {shstrndx} is not a section (there are {shnum})")
+        return shoff, shnum, shstrndx
+
+    # ---- the section header table ----
+    def section_table(self, shoff, shnum, shstrndx):
+        data = self.data
+        raw = [_SHDR.unpack_from(data, shoff + i * _SHDR.size) for i in range(shnum)]
+        if any(raw[0]):
+            self.refuse("section [0]", "the null section header is not all zero")
+        # the section name table first: every other name is read from it
+        name, kind, _fl, _ad, off, size, *_ = raw[shstrndx]
+        if kind != SHT_STRTAB:
+            self.refuse(f"section [{shstrndx}]", f"the section name table (e_shstrndx) has type {kind}, not STRTAB")
+        if off + size > len(data):
+            self.refuse(f"section [{shstrndx}]", f"the section name table ({off:#x}+{size:#x}) ends past the end "
+                                                 f"of the file ({len(data):#x} bytes)")
+        self.strtab(f"section [{shstrndx}]", data[off:off + size], "the section name table")
+        shstrtab = data[off:off + size]
+        for i, (name, kind, flags, _addr, off, size, link, info, align, entsize) in enumerate(raw):
+            where = f"section [{i}]"
+            if name >= len(shstrtab):
+                self.refuse(where, f"its name (offset {name:#x}) lies outside the section name table "
+                                   f"({len(shstrtab):#x} bytes)")
+            text = self.name_at(where, shstrtab, name, "its name")
+            self.sections.append(ElfSection(i, text, kind, flags, off, size, link, info, align, entsize))
+        for s in self.sections[1:]:
+            self.section(s)
+        self.overlaps(shoff, shnum)
+
+    def name_at(self, where, table, offset, what):
+        raw = table[offset:table.index(b"\0", offset)]
+        if any(not 0x20 <= b < 0x7F for b in raw):
+            self.refuse(where, f"{what} '{_printable(raw)}' has bytes that no compiler writes in a name")
+        return raw.decode("ascii")
+
+    def strtab(self, where, table, what):
+        if not table or table[0] != 0 or table[-1] != 0:
+            self.refuse(where, f"{what} does not start and end with a NUL byte (a string would run off its end)")
+
+    def section(self, s):
+        where, n = s.label, len(self.data)
+        if s.type in _FOREIGN:
+            self.refuse(where, f"{_FOREIGN[s.type]} in a relocatable patch object")
+        if s.type == SHT_NULL and (s.flags or s.size):
+            self.refuse(where, "a NULL section with flags or a size")
+        if s.allocated and s.type not in _LOADABLE:
+            self.refuse(where, f"allocated, but of type {s.type:#x}, which the loader cannot place")
+        if s.in_file and s.offset + s.size > n:
+            self.refuse(where, f"its contents ({s.offset:#x}+{s.size:#x}) end past the end of the file ({n:#x} bytes)")
+        if s.align & (s.align - 1):
+            self.refuse(where, f"alignment {s.align:#x} is not a power of two")
+        if s.allocated and s.align > MAX_ALIGN:
+            self.refuse(where, f"alignment {s.align:#x} is larger than a page ({MAX_ALIGN:#x})")
+        if s.type in (SHT_SYMTAB, SHT_RELA):
+            if s.entsize != 24:
+                self.refuse(where, f"entry size {s.entsize}, not 24 (sizeof(Elf64_{'Sym' if s.type == SHT_SYMTAB else 'Rela'}))")
+            if s.size % 24:
+                self.refuse(where, f"size {s.size:#x} is not a whole number of 24-byte entries")
+        if s.type == SHT_STRTAB:
+            self.strtab(where, self.data[s.offset:s.offset + s.size], "the string table")
+        if s.name == "__mcount_loc" and s.size % 8:
+            self.refuse(where, f"size {s.size:#x} is not a whole number of 8-byte pad addresses")
+
+    def overlaps(self, shoff, shnum):
+        ranges = [(0, _EHDR.size, "the ELF header"), (shoff, shoff + shnum * _SHDR.size, "the section header table")]
+        ranges += [(s.offset, s.offset + s.size, s.label) for s in self.sections if s.in_file and s.size]
+        ranges.sort()
+        for (lo, hi, what), (lo2, hi2, what2) in zip(ranges, ranges[1:]):
+            if lo2 < hi:
+                first, second = (what, what2) if what.startswith("section") else (what2, what)
+                self.refuse(first, f"its bytes in the file ({lo2:#x}..{min(hi, hi2):#x}) overlap those of {second}")
+
+    # ---- the symbol table ----
+    def symbols(self):
+        tabs = [s for s in self.sections if s.type == SHT_SYMTAB]
+        if not tabs:
+            self.refuse("the section header table", "no symbol table (.symtab); the loader cannot find init_module")
+        if len(tabs) > 1:
+            self.refuse(tabs[1].label, "a second symbol table")
+        symtab = tabs[0]
+        count = symtab.size // _SYM.size
+        if count == 0:
+            self.refuse(symtab.label, "an empty symbol table")
+        if count > MAX_SYMBOLS:
+            self.refuse(symtab.label, f"{count} symbols, more than the {MAX_SYMBOLS} a patch may have")
+        if not 0 < symtab.link < len(self.sections) or self.sections[symtab.link].type != SHT_STRTAB:
+            self.refuse(symtab.label, f"sh_link {symtab.link} is not a string table")
+        if symtab.info > count:
+            self.refuse(symtab.label, f"sh_info {symtab.info} (the first global symbol) is past its {count} symbols")
+        strsec = self.sections[symtab.link]
+        strtab = self.data[strsec.offset:strsec.offset + strsec.size]
+        symbols = []
+        for i in range(count):
+            name, info, _other, shndx, value, size = _SYM.unpack_from(self.data, symtab.offset + i * _SYM.size)
+            where = f"{symtab.label}, symbol {i}"
+            if i == 0:
+                if any((name, info, shndx, value, size)):
+                    self.refuse(where, "the null symbol is not all zero")
+                symbols.append(ElfSymbol(0, "", 0, 0, STT_NOTYPE, STB_LOCAL, SHN_UNDEF))
+                continue
+            if name >= len(strtab):
+                self.refuse(where, f"its name (offset {name:#x}) lies outside {strsec.label} ({len(strtab):#x} bytes)")
+            text = self.name_at(where, strtab, name, "its name")
+            where = f"{symtab.label}, symbol {i} {text!r}" if text else where
+            kind, bind = info & 0xF, info >> 4
+            if kind in (STT_COMMON,) or shndx == SHN_COMMON:
+                self.refuse(where, "a common symbol", "build with -fno-common (`lab patch build SOURCE.c` does)")
+            if kind in (STT_TLS, STT_GNU_IFUNC):
+                self.refuse(where, "thread-local, and the kernel has no TLS" if kind == STT_TLS
+                                   else "an indirect function (ifunc), which the kernel does not resolve")
+            if kind > STT_TLS:
+                self.refuse(where, f"unknown symbol type {kind}")
+            if bind not in (STB_LOCAL, STB_GLOBAL, STB_WEAK):
+                self.refuse(where, f"unknown symbol binding {bind}")
+            if shndx != SHN_ABS and shndx != SHN_UNDEF and (shndx >= SHN_LORESERVE or shndx >= len(self.sections)):
+                self.refuse(where, f"its section index {shndx:#x} is out of range (there are {len(self.sections)})")
+            if shndx not in (SHN_UNDEF, SHN_ABS):
+                home = self.sections[shndx]
+                if home.type == SHT_NULL:
+                    self.refuse(where, f"defined in {home.label}, which is empty")
+                if home.allocated and (value > home.size or value + size > home.size):
+                    self.refuse(home.label, f"symbol {i} {text!r} ({value:#x}+{size:#x}) lies outside the section "
+                                            f"({home.size:#x} bytes)")
+            symbols.append(ElfSymbol(i, text, value, size, kind, bind, shndx))
+        return symtab, symbols
+
+    # ---- relocations ----
+    def relocations(self, symtab, symbols):
+        out, total = {}, 0
+        for s in self.sections:
+            if s.type != SHT_RELA:
+                continue
+            if s.link != symtab.index:
+                self.refuse(s.label, f"sh_link {s.link} is not the symbol table [{symtab.index}]")
+            if not 0 < s.info < len(self.sections):
+                self.refuse(s.label, f"sh_info {s.info} (the section it relocates) is not a section")
+            target = self.sections[s.info]
+            if not target.in_file or target.type in (SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_GROUP):
+                self.refuse(s.label, f"it relocates {target.label}, which has no code or data to relocate")
+            count = s.size // _RELA.size
+            total += count
+            if total > MAX_RELOCATIONS:
+                self.refuse(s.label, f"more than the {MAX_RELOCATIONS} relocations a patch may have")
+            rels = []
+            for j in range(count):
+                offset, info, addend = _RELA.unpack_from(self.data, s.offset + j * _RELA.size)
+                sym, kind = info >> 32, info & 0xFFFFFFFF
+                where = f"{s.label}, relocation {j}"
+                if sym >= len(symbols):
+                    self.refuse(where, f"symbol index {sym} is past the {len(symbols)} symbols")
+                if not target.allocated:
+                    rels.append(ElfRela(offset, sym, kind, addend))
+                    continue   # debug information stays in the file; only its indexes must be sane
+                if kind not in _SUPPORTED:
+                    self.refuse(where, f"type {kind} in {target.label} is not supported",
+                                "build with the firmware's flags (`lab patch build SOURCE.c`)")
+                name, width = _SUPPORTED[kind]
+                if offset + width > target.size:
+                    self.refuse(target.label, f"{name} relocation at +{offset:#x} lies outside the section "
+                                              f"({target.size:#x} bytes); the object is malformed")
+                if sym == 0:
+                    self.refuse(where, "a relocation with no symbol")
+                home = symbols[sym].shndx
+                if home not in (SHN_UNDEF, SHN_ABS) and not (self.sections[home].allocated and self.sections[home].size):
+                    self.refuse(where, f"against symbol {sym} in {self.sections[home].label}, which is not loaded")
+                rels.append(ElfRela(offset, sym, kind, addend))
+            out.setdefault(target.index, []).extend(rels)
+        return out
+
+    def layout_size(self):
+        """The bytes the object takes in the module area, checked against its size."""
+        cursor, area = 0, MODULE_AREA[1] - MODULE_AREA[0]
+        for s in self.sections:
+            if s.allocated and s.size:
+                align = max(s.align, 1)
+                cursor = (cursor + align - 1) & ~(align - 1)
+                cursor += s.size
+                if cursor > area:
+                    self.refuse(s.label, f"{s.size:#x} bytes that take the module past the module area "
+                                         f"({area:#x} bytes)")
+        return cursor
+
+
+def check_object(data, name):
+    """Check a relocatable object's bytes; an ObjectFile whose every offset,
+    size and index is in range, or a ModuleError naming what is wrong."""
+    if len(data) > MAX_OBJECT_BYTES:
+        raise ModuleError(f"{name}: the file: {len(data):#x} bytes, more than the {MAX_OBJECT_BYTES:#x} a patch "
+                          f"object may have; {REBUILD}")
+    c = _Checker(bytes(data), name)
+    c.section_table(*c.header())
+    symtab, symbols = c.symbols()
+    relocations = c.relocations(symtab, symbols)
+    c.layout_size()
+    for entry in ("init_module", "cleanup_module"):
+        sym = next((s for s in symbols if s.name == entry and s.bind != STB_LOCAL and s.shndx != SHN_UNDEF), None)
+        if sym is None:
+            continue
+        home = c.sections[sym.shndx] if sym.shndx != SHN_ABS else None
+        if sym.type != STT_FUNC or home is None or not home.flags & SHF_EXECINSTR or not home.allocated:
+            where = home.label if home is not None else f"{symtab.label}, symbol {sym.index}"
+            c.refuse(where, f"{entry} is not a function in loaded code")
+    return ObjectFile(name, c.data, c.sections, symbols, relocations)
+
+
+def _lief_agrees(obj):
+    """Parse obj's bytes with lief and compare what it reads with what
+    check_object() read; a one-line reason when they differ, else None."""
+    try:
+        binary = lief.ELF.parse(list(obj.data))
+        if binary is None or not isinstance(binary, lief.ELF.Binary):
+            return "lief cannot parse it"
+        sections = [(s.name, int(s.type.value) & 0xFFFFFFFF, int(s.flags), s.offset, s.size, s.link, s.information,
+                     s.alignment, s.entry_size) for s in binary.sections]
+        symbols = [(s.name, s.value, s.size, s.shndx) for s in binary.symtab_symbols]
+        index = {(s.name, s.offset, s.size): i for i, s in enumerate(binary.sections)}
+        rels = []
+        for r in binary.relocations:
+            if r.has_section and int(r.section.flags) & SHF_ALLOC:
+                info = r.r_info(lief.ELF.Header.CLASS.ELF64)
+                rels.append((index.get((r.section.name, r.section.offset, r.section.size), -1), r.address,
+                             info & 0xFFFFFFFF, info >> 32, r.addend))
+        rels.sort()
+    except Exception as exc:   # lief must not decide anything by raising
+        return f"lief cannot read it ({type(exc).__name__})"
+    mine = [(s.name, s.type, s.flags, s.offset, s.size, s.link, s.info, s.align, s.entsize) for s in obj.sections]
+    for a, b in zip(sections, mine):
+        if a != b:
+            return f"lief reads section [{mine.index(b)}] {b[0]!r} differently"
+    if len(sections) != len(mine):
+        return f"lief reads {len(sections)} sections, the section header table has {len(mine)}"
+    if symbols != [(s.name, s.value, s.size, s.shndx) for s in obj.symbols]:
+        return "lief reads the symbol table differently"
+    own = sorted((t, r.offset, r.type, r.sym, r.addend) for t, rs in obj.relocations.items()
+                 if obj.sections[t].allocated for r in rs)
+    if rels != own:
+        return "lief reads the relocations of the loaded sections differently"
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,70 +475,64 @@ class ModuleLoader:
         self.modules = []
 
     def parse(self, path):
-        """Read and check a patch object; nothing is written to memory."""
+        """Read and check a patch object (an ObjectFile); nothing is written to memory."""
         path = pathlib.Path(path)
         if not path.is_file():
             raise ModuleError(f"{path}: no such patch object; build one with `lab patch build SOURCE.c`")
-        with open(path, "rb") as f:
-            if f.read(4) != b"\x7fELF":
-                raise ModuleError(f"{path}: not an ELF object; build it with `lab patch build SOURCE.c`")
-        binary = lief.parse(str(path))
-        if binary is None or not isinstance(binary, lief.ELF.Binary):
-            raise ModuleError(f"{path}: malformed ELF object; rebuild it with `lab patch build SOURCE.c`")
-        if binary.header.file_type != lief.ELF.Header.FILE_TYPE.REL:
-            raise ModuleError(f"{path}: not a relocatable object (.o); build it with `lab patch build SOURCE.c`")
-        if binary.header.machine_type != lief.ELF.ARCH.X86_64:
-            raise ModuleError(f"{path}: not an x86-64 object")
-        return binary
+        if path.stat().st_size > MAX_OBJECT_BYTES:
+            raise ModuleError(f"{path.name}: the file: {path.stat().st_size:#x} bytes, more than the "
+                              f"{MAX_OBJECT_BYTES:#x} a patch object may have; {REBUILD}")
+        obj = check_object(path.read_bytes(), path.name)
+        why = _lief_agrees(obj)
+        if why is not None:
+            raise ModuleError(f"{path.name}: the object: {why}; {REBUILD}")
+        return obj
 
     def load(self, path):
         """Relocate the object into the module area and return the Module."""
         path = pathlib.Path(path)
-        binary = self.parse(path)
-        sections = list(binary.sections)
+        obj = self.parse(path)
+        sections, symbols = obj.sections, obj.symbols
         # 1. lay out the allocated sections
         layout = {}
         cursor = self._next
-        for idx, sec in enumerate(sections):
-            if not (sec.flags & _SHF_ALLOC) or sec.size == 0:
+        for sec in sections:
+            if not sec.allocated or sec.size == 0:
                 continue
-            align = max(sec.alignment, 1)
+            align = max(sec.align, 1)
             cursor = (cursor + align - 1) & ~(align - 1)
-            layout[idx] = cursor
+            layout[sec.index] = cursor
             cursor += sec.size
         size = ((cursor - self._next) + 0xF) & ~0xF
         base = self._next
-        if cursor > MODULE_AREA[1]:
-            raise ModuleError(f"{path}: the module area is full ({MODULE_AREA[1] - MODULE_AREA[0]:#x} bytes); reboot to load more")
+        if base + size > MODULE_AREA[1]:
+            raise ModuleError(f"{path.name}: the module area is full ({MODULE_AREA[1] - MODULE_AREA[0]:#x} bytes); "
+                              "reboot to load more")
         blob = bytearray(size)
         for idx, addr in layout.items():
             sec = sections[idx]
-            if sec.type != lief.ELF.Section.TYPE.NOBITS:
-                data = bytes(sec.content)
-                blob[addr - base:addr - base + len(data)] = data
+            if sec.type != SHT_NOBITS:
+                blob[addr - base:addr - base + sec.size] = obj.content(sec)
         # 2. symbols
         syms = {}
         local_funcs = []
-        for s in binary.symtab_symbols:
-            if s.type == lief.ELF.Symbol.TYPE.FILE:
+        for s in symbols:
+            if s.type == STT_FILE:
                 continue
-            if s.shndx in layout and s.name and s.type != lief.ELF.Symbol.TYPE.SECTION:
-                kind = "func" if s.type == lief.ELF.Symbol.TYPE.FUNC else "object"
-                ms = ModuleSymbol(s.name, layout[s.shndx] + s.value, s.size, kind,
-                                  s.binding == lief.ELF.Symbol.BINDING.LOCAL)
+            if s.shndx in layout and s.name and s.type != STT_SECTION:
+                kind = "func" if s.type == STT_FUNC else "object"
+                ms = ModuleSymbol(s.name, layout[s.shndx] + s.value, s.size, kind, s.bind == STB_LOCAL)
                 syms.setdefault(s.name, ms)
                 local_funcs.append(ms)
 
-        def resolve(sym):
-            if sym.type == lief.ELF.Symbol.TYPE.SECTION or (not sym.name and sym.shndx in layout):
-                if sym.shndx not in layout:
-                    return None
-                return layout[sym.shndx]
-            if sym.shndx == _SHN_ABS:
+        def resolve(sym, where):
+            if sym.type == STT_SECTION or (not sym.name and sym.shndx in layout):
+                return layout.get(sym.shndx)
+            if sym.shndx == SHN_ABS:
                 return sym.value
-            if sym.shndx != _SHN_UNDEF and sym.shndx in layout:
+            if sym.shndx != SHN_UNDEF and sym.shndx in layout:
                 return layout[sym.shndx] + sym.value
-            if sym.shndx == _SHN_UNDEF:
+            if sym.shndx == SHN_UNDEF:
                 ksym = self.image.lookup(sym.name)
                 if ksym is None or ksym.kind == "abs":
                     raise ModuleError(f"{path.name}: unresolved symbol {sym.name!r}: the kernel has no such symbol")
@@ -151,49 +541,40 @@ class ModuleLoader:
                         f"{path.name}: unresolved symbol {sym.name!r}: it is static in the kernel; "
                         "find its address with kallsyms_lookup_name() instead of calling it directly")
                 return ksym.address
-            raise ModuleError(f"{path.name}: symbol {sym.name!r} is in section {sym.shndx}, which is not loaded")
+            raise ModuleError(f"{path.name}: {where}: symbol {sym.name!r} is in section [{sym.shndx}], "
+                              f"which is not loaded; {REBUILD}")
 
-        # 3. relocations into allocated sections
-        for rel in binary.relocations:
-            target = rel.section
-            if target is None:
-                continue
-            tidx = sections.index(target) if target in sections else None
-            if tidx is None or tidx not in layout:
+        # 3. relocations into allocated sections (check_object() vouched for their bounds)
+        for tidx, rels in obj.relocations.items():
+            if tidx not in layout:
                 continue  # debug sections and the like stay where they are
-            kind = _SUPPORTED.get(rel.type)
-            if kind is None:
-                raise ModuleError(f"{path.name}: relocation {rel.type} in {target.name} is not supported; "
-                                  "build with the firmware's flags (`lab patch build`)")
-            width = 8 if kind in ("R_X86_64_64", "R_X86_64_PC64") else 4
-            if rel.address < 0 or rel.address + width > target.size:
-                raise ModuleError(f"{path.name}: relocation at {target.name}+{rel.address:#x} lies outside "
-                                  f"the section ({target.size:#x} bytes); the object is malformed")
-            where = layout[tidx] + rel.address
-            if not rel.has_symbol:
-                raise ModuleError(f"{path.name}: relocation at {target.name}+{rel.address:#x} has no symbol")
-            value = resolve(rel.symbol)
-            if value is None:
-                raise ModuleError(f"{path.name}: relocation against an unloaded section in {target.name}")
-            s_a = value + rel.addend
-            off = where - base
-            if kind == "R_X86_64_64":
-                struct.pack_into("<Q", blob, off, s_a & (2**64 - 1))
-            elif kind == "R_X86_64_PC64":
-                struct.pack_into("<q", blob, off, s_a - where)
-            elif kind in ("R_X86_64_PC32", "R_X86_64_PLT32"):
-                v = s_a - where
-                if not -2**31 <= v < 2**31:
-                    raise ModuleError(f"{path.name}: {kind} at {target.name}+{rel.address:#x} out of range")
-                struct.pack_into("<i", blob, off, v)
-            elif kind == "R_X86_64_32":
-                if not 0 <= s_a < 2**32:
-                    raise ModuleError(f"{path.name}: {kind} at {target.name}+{rel.address:#x} out of range")
-                struct.pack_into("<I", blob, off, s_a)
-            else:  # R_X86_64_32S
-                if not -2**31 <= s_a < 2**31:
-                    raise ModuleError(f"{path.name}: {kind} at {target.name}+{rel.address:#x} out of range")
-                struct.pack_into("<i", blob, off, s_a)
+            target = sections[tidx]
+            for rel in rels:
+                kind, _width = _SUPPORTED[rel.type]
+                where = f"{target.label}+{rel.offset:#x}"
+                value = resolve(symbols[rel.sym], where)
+                if value is None:
+                    raise ModuleError(f"{path.name}: {where}: relocation against an unloaded section; {REBUILD}")
+                place = layout[tidx] + rel.offset
+                s_a = value + rel.addend
+                off = place - base
+                if kind == "R_X86_64_64":
+                    struct.pack_into("<Q", blob, off, s_a & (2**64 - 1))
+                elif kind == "R_X86_64_PC64":
+                    struct.pack_into("<Q", blob, off, (s_a - place) & (2**64 - 1))
+                elif kind in ("R_X86_64_PC32", "R_X86_64_PLT32"):
+                    v = s_a - place
+                    if not -2**31 <= v < 2**31:
+                        raise ModuleError(f"{path.name}: {where}: {kind} out of range; {REBUILD}")
+                    struct.pack_into("<i", blob, off, v)
+                elif kind == "R_X86_64_32":
+                    if not 0 <= s_a < 2**32:
+                        raise ModuleError(f"{path.name}: {where}: {kind} out of range; {REBUILD}")
+                    struct.pack_into("<I", blob, off, s_a)
+                else:  # R_X86_64_32S
+                    if not -2**31 <= s_a < 2**31:
+                        raise ModuleError(f"{path.name}: {where}: {kind} out of range; {REBUILD}")
+                    struct.pack_into("<i", blob, off, s_a)
 
         # 4. what the core needs: entry points, pads, section map
         sec_map = {sections[i].name: (a, sections[i].size) for i, a in layout.items()}
