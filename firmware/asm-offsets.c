@@ -5,11 +5,6 @@
 #include "kernel.h"
 #include "kgraft.h"
 
-struct workload {
-	const char *name;
-	const char *description;
-	void (*setup)(void);
-};
 
 #define DEFINE(sym, val) asm volatile("\n.globl " #sym "\n.set " #sym ", %c0" :: "i"(val))
 #define OFFSET(sym, str, mem) DEFINE(sym, offsetof(struct str, mem))
@@ -41,6 +36,8 @@ notrace void __used asm_offsets(void)
 	OFFSET(PT_REGS_orig_ax, pt_regs, orig_ax);
 	DEFINE(NR_TASKS_MAX, NR_TASKS);
 	DEFINE(KSTACK_SIZE_BYTES, KSTACK_SIZE);
+	DEFINE(KSTACK_GUARD_BYTES, KSTACK_GUARD);
+	DEFINE(KSTACK_SLOT_BYTES, KSTACK_SLOT);
 
 	DEFINE(TASK_STATE_UNUSED, TASK_UNUSED);
 	DEFINE(TASK_STATE_RUNNING, TASK_RUNNING);
@@ -56,6 +53,14 @@ notrace void __used asm_offsets(void)
 	OFFSET(WORKLOAD_name, workload, name);
 	OFFSET(WORKLOAD_description, workload, description);
 	DEFINE(WORKLOAD_SIZE, sizeof(struct workload));
+	OFFSET(WORKLOAD_params, workload, params);
+	OFFSET(WORKLOAD_nr_params, workload, nr_params);
+	OFFSET(WORKLOAD_PARAM_name, workload_param, name);
+	OFFSET(WORKLOAD_PARAM_min, workload_param, min);
+	OFFSET(WORKLOAD_PARAM_max, workload_param, max);
+	OFFSET(WORKLOAD_PARAM_def, workload_param, def);
+	OFFSET(WORKLOAD_PARAM_description, workload_param, description);
+	DEFINE(WORKLOAD_PARAM_SIZE, sizeof(struct workload_param));
 
 	OFFSET(KGR_PATCH_name, kgr_patch, name);
 	OFFSET(KGR_PATCH_replace_all, kgr_patch, replace_all);
@@ -76,6 +81,8 @@ notrace void __used asm_offsets(void)
 	DEFINE(HC_KGR_PATCH_NR, HC_KGR_PATCH);
 	DEFINE(HC_KGR_UNPATCH_NR, HC_KGR_UNPATCH);
 	DEFINE(HC_MODULE_DONE_NR, HC_MODULE_DONE);
+	DEFINE(HC_TASK_NEW_NR, HC_TASK_NEW);
+	DEFINE(HC_MODULE_START_NR, HC_MODULE_START);
 	DEFINE(HYPERCALL_PORT_NR, HYPERCALL_PORT);
 
 	DEFINE(KGR_SAFE_SYSCALL_EXIT_KIND, KGR_SAFE_SYSCALL_EXIT);

@@ -55,7 +55,8 @@
 /* The lab loads the image and starts here with interrupts off. */
 	.globl _start
 _start:
-	leaq	task_stacks+0x4000(%rip), %rsp	/* the idle task's stack */
+	leaq	task_stacks(%rip), %rsp		/* the idle task's stack: slot 0 */
+	addq	$KSTACK_SLOT_BYTES, %rsp	/* (asm-offsets), above its guard page */
 	xorl	%ebp, %ebp
 	call	start_kernel
 1:	hlt

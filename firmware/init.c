@@ -49,13 +49,34 @@ static void setup_unannotated(void)
 	start_kunannotated();
 }
 
+/* The value of a workload parameter: its default when absent; a value that
+ * is not a number or out of its range stops the boot (the lab refuses it
+ * before booting, so only a hand-made command line gets here). */
+long workload_param(const struct workload_param *p)
+{
+	const char *s = cmdline_get(p->name), *end;
+	long v;
+
+	if (!s)
+		return p->def;
+	v = (long)simple_strtoul(s, &end);
+	if (end == s || (*end && *end != ' ') || v < p->min || v > p->max) {
+		printk(KERN_ERR "%s=%s: out of range %ld..%ld\n", p->name, s, p->min, p->max);
+		panic("workload parameter out of range");
+	}
+	return v;
+}
+
+/* idle, kmodloader, pipe-reader and kfreezerd, and a slot left for the
+ * insmod task of one patch load */
+static const struct workload_param hammer_params[] = {
+	{ "nr_hammer", 1, NR_TASKS - 5, 6, "user tasks calling sethostname() in a tight loop" },
+};
+
 static void setup_hammer(void)
 {
-	const char *nr = cmdline_get("nr_hammer");
-	unsigned long i, n = nr ? simple_strtoul(nr, NULL) : 6;
+	long i, n = workload_param(&hammer_params[0]);
 
-	if (n < 1 || n > NR_TASKS - 3)
-		n = 6;
 	for (i = 0; i < n; i++)
 		user_task_create(user_hammer_main, "hammer");
 	user_task_create(user_reader_main, "pipe-reader");
@@ -63,11 +84,6 @@ static void setup_hammer(void)
 }
 
 /* The workloads, chosen by workload=NAME; the lab lists them from here. */
-struct workload {
-	const char *name;
-	const char *description;
-	void (*setup)(void);
-};
 
 const struct workload workloads[] = {
 	{ "default",
@@ -81,21 +97,21 @@ const struct workload workloads[] = {
 	{ "hammer",
 	  "nr_hammer=N user tasks (default 6) calling sethostname() in a tight loop, "
 	  "pipe-reader and kfreezerd",
-	  setup_hammer },
+	  setup_hammer, hammer_params, ARRAY_SIZE(hammer_params) },
 };
 const int nr_workloads = ARRAY_SIZE(workloads);
 
 static void idle_task_init(void)
 {
 	struct task_struct *idle = &tasks[0];
-	extern unsigned long task_stacks[NR_TASKS][KSTACK_SIZE / 8];
+	extern unsigned long task_stacks[NR_TASKS][KSTACK_SLOT / 8];
 	extern int nr_tasks;
 
 	memset(idle, 0, sizeof(*idle));
 	idle->tid = 0;
 	idle->flags = PF_KTHREAD | PF_IDLE;
 	idle->state = TASK_RUNNING;
-	idle->stack_top = (unsigned long)&task_stacks[0][KSTACK_SIZE / 8];
+	idle->stack_top = (unsigned long)&task_stacks[0][KSTACK_SLOT / 8];
 	strscpy(idle->comm, "swapper/0", TASK_COMM_LEN);
 	nr_tasks = 1;
 }
@@ -123,6 +139,7 @@ void start_kernel(void)
 	workloads[i].setup();
 	start_kmodloader();
 	{ extern int nr_tasks; printk(KERN_INFO "workload %s: %d tasks\n", workloads[i].name, nr_tasks); }
+	system_state = SYSTEM_RUNNING;
 	hypercall0(HC_BOOTED);
 	cpu_idle();
 }

@@ -10,12 +10,15 @@
 
 struct task_struct tasks[NR_TASKS];
 struct task_struct *current_task = &tasks[0];
-unsigned long task_stacks[NR_TASKS][KSTACK_SIZE / 8] __attribute__((aligned(16)));
+unsigned long task_stacks[NR_TASKS][KSTACK_SLOT / 8] __attribute__((aligned(4096)));
 /* The order schedule() walks the tasks in; the lab may rewrite it before the
  * first task runs (the schedule seed).  Holds task ids. */
 int sched_order[NR_TASKS] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
 int need_resched;
 int nr_tasks;
+int system_state;	/* SYSTEM_BOOTING until start_kernel() is done */
+/* Woken by every exiting task, as wait4() waiters are (wait_chldexit). */
+DECLARE_WAIT_QUEUE_HEAD(task_exit_wq);
 
 static struct cred root_cred = { .uid = 0, .cap_effective = ~0UL };
 
@@ -154,20 +157,35 @@ bool kthread_should_stop(void)
 	return false;
 }
 
+/* A free slot: a new one while there are, else the lowest one whose task
+ * is dead and no longer running (Linux frees a dead task_struct once the
+ * next task has switched away from it, in finish_task_switch()).  NULL
+ * when every slot is in use: fork() fails with -EAGAIN. */
 static struct task_struct *task_alloc(const char *name, unsigned int flags)
 {
-	struct task_struct *p;
+	struct task_struct *p = NULL;
+	int i;
 
-	if (nr_tasks >= NR_TASKS)
-		panic("too many tasks");
-	p = &tasks[nr_tasks];
+	if (nr_tasks < NR_TASKS) {
+		p = &tasks[nr_tasks];
+		i = nr_tasks++;
+	} else {
+		for (i = 1; i < NR_TASKS; i++)
+			if (tasks[i].state == TASK_DEAD && &tasks[i] != current) {
+				p = &tasks[i];
+				break;
+			}
+		if (!p)
+			return NULL;
+	}
 	memset(p, 0, sizeof(*p));
-	p->tid = nr_tasks++;
+	p->tid = i;
 	p->flags = flags;
 	p->cred = &root_cred;
 	p->kgr_universe = kgr_target_universe;
-	p->stack_top = (unsigned long)&task_stacks[p->tid][KSTACK_SIZE / 8];
+	p->stack_top = (unsigned long)&task_stacks[p->tid][KSTACK_SLOT / 8];
 	strscpy(p->comm, name, TASK_COMM_LEN);
+	hypercall1(HC_TASK_NEW, p->tid);
 	return p;
 }
 
@@ -195,6 +213,11 @@ struct task_struct *kthread_create(int (*fn)(void *), void *arg, const char *nam
 {
 	struct task_struct *p = task_alloc(name, PF_KTHREAD | flags);
 
+	if (!p) {
+		if (system_state != SYSTEM_RUNNING)
+			panic("too many tasks");
+		return NULL;
+	}
 	task_stack_init(p, (unsigned long)fn, (unsigned long)arg);
 	p->state = TASK_RUNNING;
 	return p;
@@ -203,9 +226,13 @@ struct task_struct *kthread_create(int (*fn)(void *), void *arg, const char *nam
 struct task_struct *user_task_create(void (*entry)(void), const char *name)
 {
 	struct task_struct *p = task_alloc(name, 0);
-	struct pt_regs *regs = (struct pt_regs *)p->stack_top - 1;
-	unsigned long ustack = USER_STACKS_TOP - p->tid * USER_STACK_SIZE;
+	struct pt_regs *regs;
+	unsigned long ustack;
 
+	if (!p)
+		panic("too many tasks");
+	regs = (struct pt_regs *)p->stack_top - 1;
+	ustack = USER_STACKS_TOP - p->tid * USER_STACK_SIZE;
 	task_stack_init(p, 0, 0);
 	regs->ip = (unsigned long)entry;
 	regs->cs = USER_CS;
@@ -232,6 +259,7 @@ void do_exit(int code)
 	current->exit_code = code;
 	current->state = TASK_DEAD;
 	hypercall2(HC_TASK_EXIT, current->tid, code);
+	wake_up(&task_exit_wq);
 	schedule();
 	panic("dead task scheduled");
 }

@@ -84,6 +84,12 @@ class Oops(Event):
 
 
 @dataclass(frozen=True)
+class TaskNew(Event):
+    tid: int
+    kind = "task-new"
+
+
+@dataclass(frozen=True)
 class Panic(Event):
     message: str
     kind = "panic"
@@ -189,7 +195,7 @@ class KthreadLoop(Event):
     observed = True
 
 
-EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, Oops, Panic,
+EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Oops, Panic,
                                          Migrated, PatchEvent, FuncEntry, SyscallEntry, KthreadLoop)}
 
 

@@ -15,6 +15,7 @@ from keystone import KS_ARCH_X86, KS_MODE_64, Ks, KsError
 
 from .disasm import disassemble
 from .errors import LabError
+from .area import Area, AreaFull
 from .image import PAD_BYTES, PAD_SIZE
 
 TRAMPOLINE_AREA = (0x7F0000, 0x800000)
@@ -71,7 +72,9 @@ class Ftrace:
         self._state = {}       # pad address -> (PadState, target)
         self._tracers = {}     # pad address -> list of callbacks
         self._hooks = {}       # pad address -> machine hook handle
-        self._next_tramp = TRAMPOLINE_AREA[0]
+        self._tramp_area = Area(*TRAMPOLINE_AREA)
+        self._tramps = {}      # address -> (size, targets it jumps to) of every live trampoline
+        self.retired = {}      # address -> size: no pad calls it any more, a task may still be inside
 
     # ---- pads ----
     def resolve(self, function):
@@ -131,18 +134,47 @@ class Ftrace:
         return self.image.symbolize(address)
 
     # ---- trampolines ----
-    def alloc_trampoline(self, build):
+    _TRAMP_SLOT = 128      # every trampoline fits; a fixed slot keeps the area unfragmented
+
+    def alloc_trampoline(self, build, targets=()):
         """Place code made by build(address) -> bytes in the trampoline area.
-        Trampolines are never freed or rewritten: a task preempted inside one
-        finishes it as it was."""
-        address = self._next_tramp
+        A trampoline is never rewritten: a task preempted inside one finishes
+        it as it was.  It is freed (free_trampoline) once no pad calls it and
+        no task can still be inside it."""
+        try:
+            address = self._tramp_area.find(self._TRAMP_SLOT)
+        except AreaFull:
+            raise FtraceError(f"the trampoline area is full ({len(self._tramps)} live, {len(self.retired)} "
+                              "waiting for tasks to leave them); let the running transitions finish") from None
         code = build(address)
-        end = (address + len(code) + 15) & ~15
-        if end > TRAMPOLINE_AREA[1]:
-            raise FtraceError("the trampoline area is full; reboot the lab")
+        if len(code) > self._TRAMP_SLOT:
+            raise FtraceError(f"a trampoline of {len(code)} bytes does not fit its {self._TRAMP_SLOT}-byte slot")
         self.machine.write_code(address, code)
-        self._next_tramp = end
+        self._tramp_area.take(address, self._TRAMP_SLOT)
+        self._tramps[address] = (self._TRAMP_SLOT, tuple(t for t in targets if t is not None))
         return address
+
+    def is_trampoline(self, address):
+        return TRAMPOLINE_AREA[0] <= address < TRAMPOLINE_AREA[1]
+
+    def trampolines(self):
+        """{address: (size, targets)} of the trampolines not yet freed."""
+        return dict(self._tramps)
+
+    def retire_trampolines(self):
+        """Every trampoline no pad calls any more waits to be freed."""
+        called = {t for s, t in self._state.values() if s == PadState.CALL}
+        for address, (size, _targets) in self._tramps.items():
+            if address not in called:
+                self.retired[address] = size
+
+    def free_trampoline(self, address):
+        """Give a retired trampoline's slot back (the caller checked that no
+        task is inside it)."""
+        size = self.retired.pop(address)
+        del self._tramps[address]
+        self.machine.write_code(address, bytes(size))
+        self._tramp_area.free(address, size)
 
     # ---- function tracers (ftrace_ops) ----
     def register_tracer(self, function, callback):

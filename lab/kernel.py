@@ -15,9 +15,20 @@ from .disasm import disassemble
 from .errors import KernelError, KernelPanic, MachineFault
 
 DEFAULT_QUANTUM = 20_000
+EFAULT = 14
 SIGNAL_NAMES = {2: "SIGINT", 9: "SIGKILL", 10: "SIGUSR1", 12: "SIGUSR2", 15: "SIGTERM"}
 _STALL_CHUNK = 128          # instructions run at a time while the tick waits for IF
-_LOCKUP_QUANTA = 50         # interrupts off this long is a soft lockup
+# The hard-lockup watchdog (Linux's NMI watchdog): a CPU that has taken no
+# timer interrupt for this many quanta with interrupts off is locked up.
+# Linux checks every watchdog_thresh (10 s) and, with hardlockup_panic set
+# (CONFIG_BOOTPARAM_HARDLOCKUP_PANIC, as distribution kernels that must not
+# hang are configured), panics: a CPU that never takes interrupts again
+# cannot be recovered.  The lab follows that rule.
+_LOCKUP_QUANTA = 50
+# Linux 6.2's kernel.oops_limit (default 10,000) panics a kernel that oopses
+# too often.  The lab has 16 task slots, so far fewer oopses already mean
+# that something kills every task it creates; its limit is lower.
+OOPS_LIMIT = 100
 _SCHEDULER_FUNCS = {"schedule", "__switch_to_asm", "preempt_schedule_irq", "schedule_timeout"}
 
 
@@ -59,6 +70,11 @@ class Task:
     @property
     def oopsed(self):
         return bool(self.flags & self._k.c["PF_OOPSED_FLAG"]) or self.tid in self._k.oopsed
+
+    @property
+    def stack_range(self):
+        """(lowest, highest) address of the kernel stack; the guard page lies below."""
+        return self.stack_top - self._k.c["KSTACK_SIZE_BYTES"], self.stack_top
 
     @property
     def state(self):
@@ -214,6 +230,7 @@ class Kernel:
         self.booted = False
         self.panicked = None
         self.oopsed = set()
+        self.oops_count = 0
         self._next_tick = None
         self._pending_signals = []
         self._stall = 0
@@ -222,6 +239,7 @@ class Kernel:
         self.action_log = None     # list of (clock, seq, action, args) while a trace records
         self.syscall_watch = None  # fn(tid, nr) on every system call entry, while a trace records
         self._register()
+        self._guard_stacks()
         if replay_state is None:
             self._boot()
         else:
@@ -239,6 +257,13 @@ class Kernel:
             m.set_regs(rip=img.entry, rsp=0, rflags=0x2)
         self._next_tick = self.quantum
 
+    def _guard_stacks(self):
+        """A guard page below every kernel stack slot (KSTACK_GUARD in
+        kernel.h): the CPU faults on it, the lab reports the overflow."""
+        base, c = self.image.address("task_stacks"), self.c
+        for slot in range(c["NR_TASKS_MAX"]):
+            self.machine.guard(base + slot * c["KSTACK_SLOT_BYTES"], c["KSTACK_GUARD_BYTES"])
+
     def _register(self):
         img, m = self.image, self.machine
         m.syscall_entry = img.address("entry_SYSCALL_64")
@@ -250,6 +275,7 @@ class Kernel:
             ("HC_TASK_EXIT_NR", self._hc_task_exit),
             ("HC_PANIC_NR", self._hc_panic),
             ("HC_KALLSYMS_LOOKUP_NR", self._hc_kallsyms),
+            ("HC_TASK_NEW_NR", self._hc_task_new),
         ):
             m.hypercalls[c[name]] = fn
 
@@ -308,7 +334,10 @@ class Kernel:
 
     # ---- hypercalls (called from inside the emulator: record, answer, no decisions) ----
     def _hc_console(self, buf, length, level):
-        text = self.machine.read(buf, min(length, 512)).decode("utf-8", "replace")
+        length = min(length, 512)
+        if not self.machine.guest_range_ok(buf, length):
+            return -EFAULT
+        text = self.machine.read(buf, length).decode("utf-8", "replace")
         self.log.add(ev.Console, self.machine.clock, tid=self.current, level=level, text=text)
 
     def _hc_switch(self, prev, nxt, _):
@@ -327,13 +356,19 @@ class Kernel:
     def _hc_task_exit(self, tid, code, _):
         self.log.add(ev.TaskExit, self.machine.clock, tid=tid, code=_signed32(code))
 
+    def _hc_task_new(self, tid, *_):
+        # a slot is (re)used: what the lab remembered of its dead task is gone
+        self.oopsed.discard(tid)
+        self.log.add(ev.TaskNew, self.machine.clock, tid=tid)
+
     def _hc_panic(self, msg, *_):
-        self.panicked = self.machine.cstring(msg)
+        self.panicked = self.machine.guest_cstring(msg) or f"panic with a bad message pointer {msg:#x}"
         self.log.add(ev.Panic, self.machine.clock, message=self.panicked)
         self.machine.stop()
 
     def _hc_kallsyms(self, name_ptr, *_):
-        sym = self.image.lookup(self.machine.cstring(name_ptr))
+        name = self.machine.guest_cstring(name_ptr, 128)
+        sym = self.image.lookup(name) if name else None
         return sym.address if sym else 0
 
     # ---- tasks ----
@@ -458,20 +493,26 @@ class Kernel:
                 m.run(stop - now)
             except MachineFault as fault:
                 self._oops(fault)
+            else:
+                if m.halted and not self.panicked and not m.interrupts_enabled():
+                    # nothing but an NMI wakes this CPU again: the watchdog's verdict now
+                    self._hard_lockup(now, halted=True)
             for hook in self.slice_hooks:
                 hook()
         return self.clock
 
     def _tick(self):
-        """The timer fires: deliver it now if interrupts are on, else keep it pending."""
+        """The timer fires: deliver it now if interrupts are on, else keep it
+        pending and try again _STALL_CHUNK instructions later.  The next try
+        always lies ahead of the clock, so run() retires instructions between
+        two tries whatever happened in between (an oops, a panic report)."""
         m = self.machine
         state = m.cpu_state()
         if not state[2] & 0x200:         # IF
-            self._stall += 1
-            if self._stall * _STALL_CHUNK > _LOCKUP_QUANTA * self.quantum:
-                self._stall = 0
-                rip = m.reg("rip")
-                self._oops(MachineFault("soft lockup: interrupts off for too long", rip))
+            late = m.clock - self._next_tick
+            self._stall = late // _STALL_CHUNK + 1
+            if late >= _LOCKUP_QUANTA * self.quantum:
+                self._hard_lockup(self._next_tick)
             return
         self._stall = 0
         if self._pending_signals:
@@ -509,13 +550,51 @@ class Kernel:
                 return name
         return None
 
+    def symbolize(self, address):
+        """name+off, with [module] for module text, as an oops prints RIP."""
+        for resolve in self.text_resolvers:
+            name = resolve(address)
+            if name:
+                return name
+        return self.image.symbolize(address)
+
+    def _panic(self, message, lines=()):
+        """The kernel cannot go on: print lines and the panic line, stop."""
+        m = self.machine
+        for line in (*lines, f"Kernel panic - not syncing: {message}"):
+            self.log.add(ev.Console, m.clock, tid=self.current, level=0, text=line)
+        self.panicked = message
+        self.log.add(ev.Panic, m.clock, message=message)
+
+    def _hard_lockup(self, since, halted=False):
+        """The NMI watchdog's rule: no timer interrupt for too long with
+        interrupts off is a hard lockup, and the lab panics on it."""
+        m = self.machine
+        task = Task(self, self.current)
+        rip = m.reg("rip")
+        where = self.symbolize(rip)
+        how = "halted with interrupts off" if halted else \
+            f"interrupts off for {m.clock - since:,} instructions"
+        self._panic(f"Hard LOCKUP: {task.name}/{task.tid} {how} at {where}",
+                    ["watchdog: Watchdog detected hard LOCKUP on cpu 0",
+                     f"CPU: 0 PID: {task.tid} Comm: {task.name}",
+                     f"RIP: {where}"])
+
     def _oops(self, fault):
-        """A fault kills the task it happened in, as an oops does; the others run on."""
+        """A fault kills the task it happened in, as an oops does; the others
+        run on.  Linux's rules for when it cannot: an oops in interrupt
+        context or in the idle task panics, an oops of a task that is
+        already dying is a recursive fault, too many oopses exceed
+        kernel.oops_limit."""
         m, img = self.machine, self.image
         regs = m.regs()
         tid = self.current
         task = Task(self, tid)
-        where = img.symbolize(fault.rip)
+        where = self.symbolize(fault.rip)
+        lo, hi = task.stack_range
+        if m.in_guard_page(fault.address) and lo - 2 * 4096 <= fault.address < hi:
+            fault = MachineFault("kernel stack overflow", fault.rip, fault.address)
+        self.oops_count += 1
         lines = self._oops_text(fault, task, regs, where)
         for line in lines:
             self.log.add(ev.Console, m.clock, tid=tid, level=0, text=line)
@@ -523,8 +602,18 @@ class Kernel:
         self.log.add(ev.Oops, m.clock, tid=tid, reason=fault.kind, address=fault.address, rip=fault.rip,
                      where=where, regs=tuple((k, v) for k, v in regs.items()), code=code)
         if tid == 0 or task.is_idle or not self.booted:
-            self.panicked = f"Fatal exception in {'the idle task' if self.booted else 'boot'}: {fault.kind}"
-            self.log.add(ev.Panic, m.clock, message=self.panicked)
+            self._panic(f"Attempted to kill the idle task! ({fault.kind} at {where})" if self.booted
+                        else f"Fatal exception in boot: {fault.kind} at {where}")
+            return
+        if self.in_interrupt:
+            self._panic(f"Fatal exception in interrupt: {fault.kind} at {where}")
+            return
+        if task.oopsed:
+            self._panic(f"Recursive fault: {task.name}/{tid} oopsed again while dying ({fault.kind} at {where})",
+                        ["Fixing recursive fault but reboot is needed!"])
+            return
+        if self.oops_count >= OOPS_LIMIT:
+            self._panic(f"Oopsed too often (kernel.oops_limit is {OOPS_LIMIT})")
             return
         self.oopsed.add(tid)
         # rewind_stack_and_make_dead: a fresh stack, interrupts off, then do_exit()
@@ -532,11 +621,15 @@ class Kernel:
             m.set_regs(rip=img.address("rewind_stack_and_make_dead"), rflags=0x2)
 
     def _oops_text(self, fault, task, regs, where):
-        if fault.address is not None:
+        if fault.kind == "kernel stack overflow":
+            lo, hi = task.stack_range
+            head = (f"BUG: stack guard page was hit at {fault.address:#x} (stack is {lo:#x}..{hi:#x}): "
+                    f"kernel stack overflow in {task.name}/{task.tid}")
+        elif fault.address is not None:
             head = f"BUG: unable to handle page fault for address: {fault.address:016x}"
         else:
             head = f"BUG: {fault.kind}"
-        lines = [head, f"Oops: {fault.kind} [#{len(self.oopsed) + 1}]",
+        lines = [head, f"Oops: {fault.kind} [#{self.oops_count}]",
                  f"CPU: 0 PID: {task.tid} Comm: {task.name}",
                  f"RIP: {where}"]
         names = list(regs)
@@ -558,7 +651,7 @@ class Kernel:
         out = []
         for x in insns[max(0, idx - before): idx + after + 1]:
             mark = "<" if x.address == rip else " "
-            out.append(f"{mark}{img.symbolize(x.address)}: {x.text}")
+            out.append(f"{mark}{self.symbolize(x.address)}: {x.text}")
         return out
 
 

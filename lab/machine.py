@@ -102,6 +102,7 @@ class Machine:
         self.answer_log = None      # list of (clock, number, answer) while a trace records
         self.answers = None         # {clock: answer} while a trace replays
         self.guard_pages = ()       # (start, end) ranges the CPU may not touch (stack guards)
+        self.halted = False         # the last slice ended on a hlt
         self.closed = False
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
@@ -386,7 +387,9 @@ class Machine:
             done = self._stopped_at
         else:
             done = min(self._counter.value - 1, count)
-        if done < count and not self._stop_requested and self._hlt_before(self._uc.reg_read(X.UC_X86_REG_RIP)):
+        self.halted = done < count and not self._stop_requested and \
+            self._hlt_before(self._uc.reg_read(X.UC_X86_REG_RIP))
+        if self.halted:
             done += 1   # hlt retired and ended emu_start before the counter saw the next instruction
         self.retired += done
         self._running = False

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import lief
 
+from .area import Area, AreaFull
 from .errors import ImageError
 
 MODULE_AREA = (0x600000, 0x7F0000)   # trampolines live above, up to the end of RAM
@@ -460,19 +461,27 @@ class Module:
                 return s
         return None
 
+    def writable(self):
+        """(address, size) of the sections the module's code may write (.data, .bss)."""
+        return [(a, n) for name, (a, n) in self.sections.items() if name.startswith((".data", ".bss"))]
+
     def __contains__(self, address):
         return self.base <= address < self.base + self.size
 
 
 class ModuleLoader:
-    """Places patch objects in the module area.  Addresses are never reused:
-    a stale pointer into an unloaded module cannot land in a newer one."""
+    """Places patch objects in the module area.  A freed module's range is
+    reused only after the live patching core has established that nothing
+    (pad, trampoline, task stack) can still reach it (Livepatch._reclaim)."""
+
+    _ALIGN = 64      # a module's base: enough for any section alignment gcc emits for the lab
 
     def __init__(self, image, machine):
         self.image = image
         self.machine = machine
-        self._next = MODULE_AREA[0]
-        self.modules = []
+        self.area = Area(*MODULE_AREA)
+        self.modules = []        # the loaded ones
+        self.history = []        # every module ever loaded, for names in traces and reports
 
     def parse(self, path):
         """Read and check a patch object (an ObjectFile); nothing is written to memory."""
@@ -495,19 +504,24 @@ class ModuleLoader:
         sections, symbols = obj.sections, obj.symbols
         # 1. lay out the allocated sections
         layout = {}
-        cursor = self._next
+        cursor = 0
+        align_all = self._ALIGN
         for sec in sections:
             if not sec.allocated or sec.size == 0:
                 continue
             align = max(sec.align, 1)
+            align_all = max(align_all, align)
             cursor = (cursor + align - 1) & ~(align - 1)
             layout[sec.index] = cursor
             cursor += sec.size
-        size = ((cursor - self._next) + 0xF) & ~0xF
-        base = self._next
-        if base + size > MODULE_AREA[1]:
-            raise ModuleError(f"{path.name}: the module area is full ({MODULE_AREA[1] - MODULE_AREA[0]:#x} bytes); "
-                              "reboot to load more")
+        size = max((cursor + 0xF) & ~0xF, 0x10)
+        try:
+            base = self.area.find(size, align_all)
+        except AreaFull:
+            raise ModuleError(f"{path.name}: the module area is full ({self.area.used:#x} of "
+                              f"{MODULE_AREA[1] - MODULE_AREA[0]:#x} bytes in use); revert patches or reboot "
+                              "to load more") from None
+        layout = {idx: base + off for idx, off in layout.items()}
         blob = bytearray(size)
         for idx, addr in layout.items():
             sec = sections[idx]
@@ -593,15 +607,20 @@ class ModuleLoader:
             raise ModuleError(f"{path.name}: no init_module; declare one with module_init(fn)")
         # 5. commit: only now does anything reach emulated memory
         self.machine.write_code(base, bytes(blob))
-        self._next = base + size
+        self.area.take(base, size)
         self.modules.append(module)
+        self.history.append(module)
         return module
 
     def unload(self, module):
-        """Clear the module's memory (its range is not reused)."""
+        """Clear the module's memory and give its range back.  The caller
+        makes sure nothing can reach it any more."""
         if module.loaded:
             self.machine.write_code(module.base, bytes(module.size))
             module.loaded = False
+            self.area.free(module.base, module.size)
+            # forget it: a later module may reuse the range (a trace keeps its own copy of the symbols)
+            self.modules = [m for m in self.modules if m is not module]
 
     def lookup(self, name):
         """A symbol of a loaded module, for kallsyms_lookup_name()."""

@@ -12,6 +12,8 @@ def _universe(system, task):
     """(universe, migrated_at, migrated_by) with respect to the latest transition."""
     lp = system.livepatch
     t = lp.transition or lp.last_transition
+    if task.state in (TaskState.DEAD, TaskState.UNUSED):
+        return None, None, None      # gone: no transition waits for it
     if t is None:
         return "old", None, None
     if task.is_idle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .ftrace import Ftrace
 from .image import Image
 from .kernel import DEFAULT_QUANTUM, Kernel
-from .livepatch import Livepatch, LivepatchError, PatchState
+from .livepatch import InitHung, Livepatch, LivepatchError, PatchState
 from .machine import Machine
 from .modules import ModuleLoader
 
@@ -35,9 +35,16 @@ class System:
         elif observe:
             from .trace import Observer
             self.observer = Observer(self)
-        for path in patches:   # a reboot with patches: applied before the first task runs
-            self._livepatch.load(path)
-        self.run_until_booted()   # start_kernel() has created the workload's tasks
+        try:
+            for path in patches:   # a reboot with patches: applied before the first task runs
+                self._livepatch.load(path)
+            self.run_until_booted()   # start_kernel() has created the workload's tasks
+            for p in self._livepatch.patches:
+                if p.state in (PatchState.REFUSED, PatchState.FAILED):
+                    raise LivepatchError(f"boot patch {p.module.path}: {p.reason}")
+        except BaseException:
+            self.close()
+            raise
 
     # ---- resources ----
     def close(self):
@@ -66,8 +73,13 @@ class System:
         m, img, lp = self._machine, self._image, self._livepatch
         h = hashlib.sha256()
         text = img.address("_stext"), img.address("_etext")
-        for lo, hi in (text, MODULE_AREA, TRAMPOLINE_AREA):
+        for lo, hi in (text, TRAMPOLINE_AREA):
             h.update(m.read(lo, hi - lo))
+        area = bytearray(m.read(MODULE_AREA[0], MODULE_AREA[1] - MODULE_AREA[0]))
+        for mod in self._modules.modules:     # what a loaded module's code writes as it runs
+            for address, size in mod.writable():
+                area[address - MODULE_AREA[0]:address - MODULE_AREA[0] + size] = bytes(size)
+        h.update(area)
         h.update(repr(sorted((a, s.value, t) for a, (s, t) in self._ftrace.pad_states().items())).encode())
         h.update(repr(lp.func_stacks()).encode())
         h.update(repr([(t.tid, t.name, t.kgr_universe) for t in self.tasks
@@ -151,12 +163,26 @@ class System:
         budget = _INIT_BUDGET_QUANTA * self._kernel.quantum
         self.run(budget, until=lambda s: patch.state != PatchState.LOADING)
         if patch.state in (PatchState.REFUSED, PatchState.FAILED):
-            # let the init return and the module be unloaded before reporting
-            self.run(budget, until=lambda s: not patch.module.loaded)
+            # let the init return, insmod exit and the module be freed before
+            # reporting: the refusal then leaves the state it found
+            self.run(budget, until=lambda s: not patch.module.loaded and not self._loader_alive(patch))
+            if patch.module.loaded:
+                raise LivepatchError(f"{patch.reason}; its module is still loaded: a task still runs in it")
             raise LivepatchError(patch.reason)
         if patch.state == PatchState.LOADING:
-            raise LivepatchError(f"{path}: the module's init did not finish within {budget:,} instructions")
+            where = ""
+            if patch.init_running:
+                task = self._kernel.task(patch.loader_tid)
+                where = f"; it still runs in {task.name}/{task.tid} (insmod would hang the same way), " \
+                        "so the module stays loaded"
+            raise InitHung(f"{path}: the module's init has not returned after {budget:,} instructions{where}")
         return patch
+
+    def _loader_alive(self, patch):
+        if patch.loader_tid is None:
+            return False
+        task = self._kernel.task(patch.loader_tid)
+        return task.name == "insmod" and task.state.value not in ("dead", "unused")
 
     def revert(self, name):
         return self._livepatch.revert(name)

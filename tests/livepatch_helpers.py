@@ -89,15 +89,23 @@ def pad_bytes(system):
 
 
 def universe_bytes(system):
-    """Every task's kgr_universe byte, and the interrupt context's flag."""
+    """Every live task's kgr_universe byte, and the interrupt context's flag
+    (an exited task, such as a finished insmod, waits for nothing)."""
     off = system.kernel.c["TASK_kgr_universe"]
-    state = {t.tid: system.machine.u8(t.base + off) for t in system.tasks}
+    state = {t.tid: system.machine.u8(t.base + off) for t in system.tasks
+             if t.state.value not in ("dead", "unused")}
     state["irq"] = system.machine.u8(system.image.address("kgr_irq_universe"))
     return state
 
 
 def module_area(system):
-    return system.machine.read(MODULE_AREA[0], MODULE_AREA[1] - MODULE_AREA[0])
+    """The module area, with the writable data of loaded modules (which
+    their code changes as it runs) left out."""
+    ram = bytearray(system.machine.read(MODULE_AREA[0], MODULE_AREA[1] - MODULE_AREA[0]))
+    for mod in system.modules.modules:
+        for address, size in mod.writable():
+            ram[address - MODULE_AREA[0]:address - MODULE_AREA[0] + size] = bytes(size)
+    return bytes(ram)
 
 
 def body_entries(system, function):

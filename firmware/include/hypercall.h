@@ -20,6 +20,8 @@
 #define HC_KGR_PATCH        8   /* (struct kgr_patch *) -> 0 or -errno */
 #define HC_KGR_UNPATCH      9   /* (struct kgr_patch *) -> 0 or -errno */
 #define HC_MODULE_DONE     10   /* (init function, its return value) */
+#define HC_TASK_NEW        11   /* (tid): a task slot was (re)used */
+#define HC_MODULE_START    12   /* (init function, tid): its init starts in that task */
 
 #ifndef __ASSEMBLER__
 static inline __attribute__((always_inline)) long

@@ -30,6 +30,11 @@ typedef _Bool bool;
 #define USER_STACKS_TOP   0x00600000UL  /* user stacks grow down from here */
 #define USER_STACK_SIZE   0x8000UL
 #define KSTACK_SIZE       0x4000UL
+/* Below every kernel stack, a guard page the lab makes inaccessible, as
+ * Linux's vmap stacks have one: an overflow faults instead of silently
+ * overwriting the next task's stack. */
+#define KSTACK_GUARD      0x1000UL
+#define KSTACK_SLOT       (KSTACK_GUARD + KSTACK_SIZE)
 
 #define USER_CS 0x33   /* RPL 3: the entry code tests the low bits, as Linux does */
 #define USER_DS 0x2b
@@ -151,7 +156,30 @@ struct task_struct {
 	char comm[TASK_COMM_LEN];
 };
 
+/* A workload, chosen by workload=NAME, and the numeric parameters it reads
+ * from the command line (NAME=VALUE).  The lab lists both from the image
+ * and refuses an out-of-range value before booting; setup() refuses it too. */
+struct workload_param {
+	const char *name;
+	long min, max, def;
+	const char *description;
+};
+
+struct workload {
+	const char *name;
+	const char *description;
+	void (*setup)(void);
+	const struct workload_param *params;
+	int nr_params;
+};
+
+long workload_param(const struct workload_param *p);
+
 extern struct task_struct tasks[NR_TASKS];
+#define SYSTEM_BOOTING 0
+#define SYSTEM_RUNNING 1
+extern int system_state;
+extern struct wait_queue_head task_exit_wq;
 extern struct task_struct *current_task;
 #define current current_task
 extern volatile unsigned long jiffies;

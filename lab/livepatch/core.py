@@ -1,13 +1,15 @@
 """core - the life of a patch: load, patch, transition, complete; revert, replace, force, boot."""
 from __future__ import annotations
 
+from array import array
+
 from .. import events as ev
 from ..errors import LabError
 from ..ftrace import FtraceError
 from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
 from .transition import IRQ, SAFE_POINT_NAMES, Transition
 
-ENOENT, EBUSY, EEXIST, EINVAL = 2, 16, 17, 22
+ENOENT, EAGAIN, EFAULT, EBUSY, EEXIST, EINVAL = 2, 11, 14, 16, 17, 22
 
 MODELS = ("kgraft", "immediate", "stop-machine", "klp")
 
@@ -22,6 +24,7 @@ STOP_SPIN_INSNS = 3            # instructions per iteration of do_stop_cpu()'s l
 STOP_RETRIES = 5               # Ksplice and early kpatch gave up after a few attempts
 STOP_RETRY_INTERVAL = 500_000  # instructions between two attempts
 KLP_CHECK_INTERVAL = 100_000   # how often the klp model tries to switch sleeping tasks
+RECLAIM_INTERVAL = 50_000      # how often retired trampolines and unloaded modules are tried
 
 
 class Refusal(Exception):
@@ -66,6 +69,10 @@ class Livepatch:
         kernel.on_hypercall("KGR_UNPATCH", self._hc_unpatch)
         kernel.on_hypercall("KGR_SAFE", self._hc_safe)
         kernel.on_hypercall("MODULE_DONE", self._hc_module_done)
+        kernel.on_hypercall("MODULE_START", self._hc_module_start)
+        kernel.log.subscribe(self._on_event)
+        self._to_free = []       # modules unloaded once nothing can reach their text
+        self._last_reclaim = -RECLAIM_INTERVAL
         kernel.on_hypercall("KALLSYMS_LOOKUP", self._hc_kallsyms)
         kernel.slice_hooks.append(self._after_slice)
 
@@ -86,19 +93,29 @@ class Livepatch:
     def load(self, path):
         """Load a patch object; its init runs in kmodloader (or, before boot,
         from start_kernel).  Returns the Patch, in state LOADING."""
-        module = self.modules.load(path)
-        patch = Patch(module)
-        self.patches.append(patch)
         k, m = self.kernel, self.machine
+        # every check before the module is placed: a refusal leaves nothing
         if not k.booted:
             n = m.i32(self.image.address("nr_boot_modules"))
             if n >= 8:
-                raise LivepatchError("at most 8 patches can be applied at boot")
+                raise LivepatchError(f"{path}: at most 8 patches can be applied at boot")
+        else:
+            loader = next((t for t in k.tasks if t.name == "kmodloader" and t.state.value not in ("dead", "unused")),
+                          None)
+            if loader is None:
+                raise LivepatchError(f"{path}: kmodloader is not running, so no module can be loaded; reboot")
+            if m.u64(self.image.address("modload_request")):
+                raise LivepatchError(f"{path}: another module load has not started yet; run the kernel a "
+                                     "little and try again")
+        module = self.modules.load(path)
+        patch = Patch(module)
+        self.patches.append(patch)
+        if not k.booted:
             m.set_u64(self.image.address("boot_module_inits") + 8 * n, module.init)
             m.set_u32(self.image.address("nr_boot_modules"), n + 1)
         else:
             m.set_u64(self.image.address("modload_request"), module.init)
-            k.kick(k.find("kmodloader").tid, fake_signal=False)
+            k.kick(loader.tid, fake_signal=False)
         return patch
 
     def _patch_of_module(self, address):
@@ -108,17 +125,46 @@ class Livepatch:
                 return p
         return None
 
+    def _calling_patch(self, ptr):
+        """The patch whose module made a hypercall: the one whose init runs in
+        the calling task (THIS_MODULE, as klp_enable_patch() takes it), else
+        the module the pointer lies in."""
+        tid = self.kernel.current
+        for p in self.patches:
+            if p.loader_tid == tid and p.init_running:
+                return p
+        return self._patch_of_module(ptr) if isinstance(ptr, int) else None
+
+    def _guest_u64(self, address, what):
+        if not self.machine.guest_range_ok(address, 8):
+            raise Refusal(EFAULT, f"{what} at {address:#x} lies outside the kernel's memory")
+        return self.machine.u64(address)
+
+    def _guest_string(self, address, what, limit=128):
+        text = self.machine.guest_cstring(address, limit)
+        if text is None:
+            raise Refusal(EFAULT, f"{what} points to {address:#x}, which is not a string in the kernel's "
+                                  f"memory (bad pointer, or no NUL within {limit} bytes)")
+        return text
+
     def _read_description(self, ptr, module):
+        """struct kgr_patch, read as the kernel would: every pointer checked
+        (copy_from_user()'s rule), so a bad one is -EFAULT naming the field."""
         m, c = self.machine, self.kernel.c
-        name = m.cstring(m.u64(ptr + c["KGR_PATCH_name"]))
+        where = f"'{module.name}': struct kgr_patch"
+        size = c["KGR_PATCH_patches"] + c["KGR_PATCH_MAX"] * c["KGR_FUN_SIZE"]
+        if not m.guest_range_ok(ptr, size):
+            raise Refusal(EFAULT, f"{where} at {ptr:#x} lies outside the kernel's memory")
+        name = self._guest_string(self._guest_u64(ptr + c["KGR_PATCH_name"], f"{where} .name"), f"{where} .name")
+        where = f"'{module.name}': patch '{name}'"
         replace_all = bool(m.i32(ptr + c["KGR_PATCH_replace_all"]))
-        funcs, skipped = [], []
+        funcs, skipped, seen = [], [], set()
         for i in range(c["KGR_PATCH_MAX"]):
             rec = ptr + c["KGR_PATCH_patches"] + i * c["KGR_FUN_SIZE"]
             name_ptr = m.u64(rec + c["KGR_FUN_name"])
             if not name_ptr:
                 break
-            old_name = m.cstring(name_ptr)
+            old_name = self._guest_string(name_ptr, f"{where}: .patches[{i}].name")
             new_addr = m.u64(rec + c["KGR_FUN_new_fun"])
             abort = bool(m.i32(rec + c["KGR_FUN_abort_if_missing"]))
             sym = self.image.lookup(old_name)
@@ -133,8 +179,12 @@ class Livepatch:
             if pad is None:
                 raise Refusal(EINVAL, f"'{name}': {old_name} has no fentry pad (it is notrace); it cannot be patched")
             new_fn = module.function_at(new_addr) if module else None
-            if new_fn is None:
-                raise Refusal(EINVAL, f"'{name}': the replacement for {old_name} is not a function of the module")
+            if new_fn is None or new_fn.address != new_addr:
+                raise Refusal(EINVAL, f"'{name}': the replacement for {old_name} ({new_addr:#x}) is not the start "
+                                      f"of a function of {module.name}")
+            if pad.address in seen:
+                raise Refusal(EINVAL, f"'{name}': {old_name} is listed twice; a patch replaces a function once")
+            seen.add(pad.address)
             funcs.append(PatchFunc(old_name, pad.address, new_fn.name, new_addr))
         if not funcs:
             raise Refusal(EINVAL, f"'{name}': no function to patch")
@@ -142,11 +192,21 @@ class Livepatch:
 
     # ---- hypercalls: record and answer; the work is done in _after_slice ----
     def _hc_patch(self, ptr, _b, _c):
-        patch = self._patch_of_module(ptr)
+        patch = self._calling_patch(ptr)
         if patch is None:
+            self._log(f"kgr_patch_kernel({ptr:#x}) called outside a live patch module's init; refused", level=3)
             return -EINVAL
-        patch.declared_name = self.machine.cstring(self.machine.u64(ptr + self.kernel.c["KGR_PATCH_name"]))
+        if patch.state != PatchState.LOADING or patch.description is not None:
+            # a second kgr_patch_kernel() from the same module: refused, and
+            # the patch it already handed over is left exactly as it is
+            errno = EBUSY if self.transition is not None else EEXIST
+            self._log(f"'{patch.module.name}': kgr_patch_kernel() called again; the module's patch "
+                      f"'{patch.name}' is already {patch.state.value}", level=3)
+            return -errno
         try:
+            size_ok = self.machine.guest_range_ok(ptr, 8)
+            name_ptr = self.machine.u64(ptr + self.kernel.c["KGR_PATCH_name"]) if size_ok else 0
+            patch.declared_name = self.machine.guest_cstring(name_ptr, 128) if size_ok else None
             desc = self._read_description(ptr, patch.module)
             if self.transition is not None:
                 raise Refusal(EBUSY, f"'{desc.name}': refused: the transition of "
@@ -169,31 +229,74 @@ class Livepatch:
     def _hc_unpatch(self, ptr, _b, _c):
         patch = self._patch_of_module(ptr)
         if patch is None or patch.state != PatchState.COMPLETE or self.transition is not None:
+            self._log(f"kgr_patch_remove({ptr:#x}): no applied patch of this module there; ignored", level=4)
             return -EINVAL
         self._requests.append(("revert", patch))
         self.machine.stop()
         return 0
 
+    def _hc_module_start(self, fn, tid, _c):
+        patch = next((p for p in self.patches if p.module.init == fn and p.module.loaded
+                      and p.loader_tid is None), None)
+        if patch is not None:
+            patch.loader_tid = tid
+            patch.init_running = True
+
     def _hc_module_done(self, fn, ret, _c):
         ret = ret - (1 << 64) if ret >= 1 << 63 else ret
         ret = ret - (1 << 32) if ret >= 1 << 31 else ret
-        refused = next((p for p in self.patches if p.module.init == fn and p.module.loaded
-                        and p.state == PatchState.REFUSED), None)
-        if refused is not None:
-            self._requests.append(("unload", refused))
-            self.machine.stop()
+        patch = next((p for p in self.patches if p.module.init == fn and p.module.loaded
+                      and (p.init_running or p.loader_tid is None)), None)
+        if patch is None:
             return
-        patch = next((p for p in self.patches if p.module.init == fn and p.state == PatchState.LOADING), None)
-        if patch is not None and ret == 0 and patch.description is not None:
-            return
-        if patch is not None:
-            reason = (f"init of {patch.module.name} returned {ret}" if ret
-                      else f"init of {patch.module.name} did not call kgr_patch_kernel()")
-            patch.reason = reason
-            self._log(f"'{patch.module.name}': {reason}", level=3)
-            self._set_state(patch, PatchState.FAILED, reason)
+        patch.init_running = False
+        if ret == -EAGAIN and patch.loader_tid is None:
+            self._fail_load(patch, f"no task could be created to run the init of {patch.module.name} "
+                                   "(every task slot is in use); fork() failed with -EAGAIN")
+        elif patch.state == PatchState.REFUSED:
             self._requests.append(("unload", patch))
             self.machine.stop()
+        elif patch.state == PatchState.LOADING:
+            reason = (f"init of {patch.module.name} returned {ret}" if ret
+                      else f"init of {patch.module.name} did not call kgr_patch_kernel()")
+            self._fail_load(patch, reason)
+        elif ret:
+            # The patch was enabled, then the init failed.  The enabled patch
+            # holds a reference on its module (upstream's klp_enable_patch()
+            # takes one with try_module_get()), so the module stays loaded
+            # and the patch keeps going; only the return value is reported.
+            patch.init_error = ret
+            self._log(f"'{patch.module.name}': init returned {ret} after enabling patch '{patch.name}'; "
+                      "the patch stays enabled and keeps its module loaded", level=4)
+
+    def _fail_load(self, patch, reason):
+        """The load fails: the module goes once nothing can reach it."""
+        patch.reason = reason
+        patch.init_running = False
+        self._log(f"'{patch.module.name}': {reason}", level=3)
+        self._set_state(patch, PatchState.FAILED, reason)
+        self._requests.append(("unload", patch))
+        self.machine.stop()
+
+    def _on_event(self, event):
+        """An oops of the task running a module's init fails the load, as the
+        oops kills insmod in Linux; a patch it already enabled stays."""
+        if not isinstance(event, ev.Oops):
+            return
+        for p in self.patches:
+            if p.init_running and p.loader_tid == event.tid:
+                p.init_running = False
+                if p.state in (PatchState.LOADING, PatchState.REFUSED):
+                    why = f"init of {p.module.name} oopsed in {self.kernel.task(event.tid).name}/{event.tid}: " \
+                          f"{event.reason} at {event.where}; the load failed"
+                    if p.state == PatchState.LOADING:
+                        self._fail_load(p, why)
+                    else:
+                        self._requests.append(("unload", p))
+                else:
+                    p.init_error = "oops"
+                    self._log(f"'{p.module.name}': init oopsed after enabling patch '{p.name}'; "
+                              "the patch stays enabled and keeps its module loaded", level=4)
 
     def _hc_safe(self, tid, kind, _c):
         t = self.transition
@@ -203,7 +306,9 @@ class Livepatch:
         self.kernel.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe)
 
     def _hc_kallsyms(self, name_ptr, _b, _c):
-        name = self.machine.cstring(name_ptr)
+        name = self.machine.guest_cstring(name_ptr, 128)
+        if name is None:
+            return 0
         sym = self.image.lookup(name)
         if sym is not None:
             return sym.address
@@ -218,7 +323,10 @@ class Livepatch:
             elif what == "revert":
                 self.revert(patch.name)
             elif what == "unload":
-                self.modules.unload(patch.module)
+                if patch.module not in self._to_free:
+                    self._to_free.append(patch.module)
+        if self._to_free or self.ftrace.retired:
+            self._reclaim()
         if self._stop is not None:
             self._stop_machine_step()
             return
@@ -232,6 +340,76 @@ class Livepatch:
             self.send_fake_signals()
         if t.complete():
             self._finish()
+
+    # ---- freeing what nothing can reach any more ----
+    def _reclaim(self):
+        """Free retired trampolines and unloaded modules once no task can
+        still run in them or return into them.  Upstream waits for that with
+        klp_synchronize_transition() and the module's refcount; the lab
+        checks it directly: every live task's RIP and, conservatively, every
+        word on its kernel stack.  Tried at most every RECLAIM_INTERVAL."""
+        now = self.machine.clock
+        if now - self._last_reclaim < RECLAIM_INTERVAL:
+            return
+        self._last_reclaim = now
+        words, frames = self._stack_words()
+        for address, size in sorted(self.ftrace.retired.items()):
+            if not any(address <= w < address + size for w in words | frames):
+                self.ftrace.free_trampoline(address)
+        pinned = set()
+        for p in self.patches:
+            if p.state in (PatchState.TRANSITION, PatchState.COMPLETE, PatchState.REVERTING) or p.init_running:
+                pinned.add(id(p.module))
+        live_targets = [t for _s, t in self.ftrace.pad_states().values() if t is not None]
+        live_targets += [t for _size, targets in self.ftrace.trampolines().values() for t in targets]
+        live_targets += [new for stack in self._stacks.values() for _p, new in stack]
+        for module in list(self._to_free):
+            if id(module) in pinned or not module.loaded:
+                if not module.loaded:
+                    self._to_free.remove(module)
+                continue
+            lo, hi = module.base, module.base + module.size
+            if any(lo <= a < hi for a in live_targets):
+                continue
+            # a task runs in or returns into its code: a RIP or return address
+            # into a .text section (a stale data pointer on a stack is no use
+            # of the module: Linux's module refcount ignores those too)
+            texts = [(a, a + n) for name, (a, n) in module.sections.items() if name.startswith(".text")]
+            if any(a <= w < b for w in frames for a, b in texts):
+                continue
+            if any(a <= w < b and self._after_call(w) for w in words for a, b in texts):
+                continue
+            self.modules.unload(module)
+            self._to_free.remove(module)
+
+    def _stack_words(self):
+        """(every 8-byte word of every live task's kernel stack, every frame
+        the unwinder finds: RIPs, interrupted RIPs, return addresses)."""
+        m, k = self.machine, self.kernel
+        words, frames = set(), set()
+        for task in k.tasks:
+            if task.state.value in ("dead", "unused"):
+                continue
+            lo, hi = task.stack_range
+            frames.update(task.unwind(64)[0])
+            if task.is_current:
+                rip, rsp, _f = m.cpu_state()
+                frames.add(rip)
+                sp = rsp if lo <= rsp <= hi else hi
+            else:
+                sp = m.u64(task._field("thread_sp"))
+                sp = sp if lo <= sp <= hi else lo
+            words.update(array("Q", m.read(sp & ~7, hi - (sp & ~7))))
+        return words, frames
+
+    def _after_call(self, address):
+        """Whether address could be a return address: a CALL (e8 rel32, or
+        ff /2 in its 2-, 3-, 6- and 7-byte forms) ends right before it.  A
+        function pointer kept on a stack is not a use of the code."""
+        if not self.machine.guest_range_ok(address - 7, 7):
+            return False
+        b = self.machine.read(address - 7, 7)
+        return b[2] == 0xE8 or any(b[i] == 0xFF and (b[i + 1] >> 3) & 7 == 2 for i in (0, 1, 4, 5))
 
     # ---- the other consistency models ----
     def _apply_immediately(self, patch, funcs):
@@ -365,10 +543,20 @@ class Livepatch:
         t = Transition(self.kernel, patch, funcs, target, self.machine.clock)
         if self.on_transition is not None:
             self.on_transition(t)
+        # every trampoline first: a full area refuses the patch before any
+        # pad or universe changed
+        tramps = {}
+        try:
+            for pad, (old, new) in funcs.items():
+                tramps[pad] = self.ftrace.alloc_trampoline(
+                    lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new), (old, new))
+        except FtraceError:
+            for address in tramps.values():
+                self.ftrace.retired[address] = self.ftrace.trampolines()[address][0]
+                self.ftrace.free_trampoline(address)
+            raise
         t.start()
-        for pad, (old, new) in funcs.items():
-            tramp = self.ftrace.alloc_trampoline(
-                lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new))
+        for pad, tramp in tramps.items():
             self.ftrace.set_call(pad, tramp)
         self.transition = t
         self._log(f"'{patch.name}': starting {verb} transition")
@@ -422,6 +610,7 @@ class Livepatch:
                     if other is not patch and other.state == PatchState.COMPLETE:
                         other.replaced_by = patch.name
                         self._set_state(other, PatchState.REVERTED, f"replaced by '{patch.name}'")
+                        self._to_free.append(other.module)
                 self._stacks = {}
             for pad, (old, new) in t.funcs.items():
                 if new is None:
@@ -441,9 +630,12 @@ class Livepatch:
                     self._stacks.pop(pad, None)
             patch.completed_at = now
             self._set_state(patch, PatchState.REVERTED)
+            # rmmod once nothing reaches it: the unpatched module has no more use
+            self._to_free.append(patch.module)
         self._log(f"'{patch.name}': {verb} complete")
         self.last_transition = t
         self.transition = None
+        self.ftrace.retire_trampolines()
         if boot:
             t.boot = True
 

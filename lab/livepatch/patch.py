@@ -12,6 +12,10 @@ class LivepatchError(LabError):
     """A patch was refused or a patching operation cannot be done now."""
 
 
+class InitHung(LivepatchError):
+    """A module's init did not return: it still runs in its insmod task."""
+
+
 class PatchState(enum.Enum):
     LOADING = "loading"          # module loaded, its init has not called kgr_patch_kernel() yet
     TRANSITION = "transition"
@@ -55,6 +59,9 @@ class Patch:
     forced: bool = False
     replaced_by: str | None = None
     declared_name: str | None = None   # struct kgr_patch .name, known even when refused
+    loader_tid: int | None = None      # the task its init runs in (insmod), once it started
+    init_running: bool = False
+    init_error: object = None          # what the init did wrong after enabling its patch
     history: list = field(default_factory=list)  # (at, state)
 
     @property
