@@ -36,6 +36,10 @@ static notrace struct task_struct *pick_next_task(struct task_struct *prev)
 {
 	int i, pos = 0;
 
+	/* a fault injected into the idle task: run it now, or it might never
+	 * run on a busy CPU and the injection would do nothing */
+	if (unlikely(tasks[0].make_it_fail))
+		return &tasks[0];
 	for (i = 0; i < nr_tasks; i++)
 		if (sched_order[i] == prev->tid)
 			pos = i;
@@ -63,6 +67,8 @@ notrace void schedule(void)
 		__switch_to_asm(prev, next);
 		/* back in prev, switched to by someone else */
 	}
+	if (unlikely(current->make_it_fail) && (current->flags & PF_KTHREAD))
+		check_fault_injection();	/* a kernel thread makes no system call */
 	local_irq_restore(flags);
 }
 

@@ -51,6 +51,18 @@ class Segment:
 class Workload:
     name: str
     description: str
+    params: tuple = ()      # WorkloadParam, read from the image
+
+
+@dataclass(frozen=True)
+class WorkloadParam:
+    """A numeric NAME=VALUE a workload reads from the kernel command line."""
+
+    name: str
+    minimum: int
+    maximum: int
+    default: int
+    description: str
 
 
 class Image:
@@ -215,8 +227,44 @@ class Image:
             rec = base + i * size
             name = struct.unpack("<Q", self.read(rec + self.const("WORKLOAD_name"), 8))[0]
             desc = struct.unpack("<Q", self.read(rec + self.const("WORKLOAD_description"), 8))[0]
-            out.append(Workload(self.cstring(name), self.cstring(desc)))
+            params = []
+            nr = struct.unpack("<i", self.read(rec + self.const("WORKLOAD_nr_params"), 4))[0]
+            table = struct.unpack("<Q", self.read(rec + self.const("WORKLOAD_params"), 8))[0]
+            psize = self.const("WORKLOAD_PARAM_SIZE")
+            for j in range(nr):
+                p = table + j * psize
+
+                def field(fmt, off, p=p):
+                    return struct.unpack(fmt, self.read(p + self.const(off), 8))[0]
+                params.append(WorkloadParam(self.cstring(field("<Q", "WORKLOAD_PARAM_name")),
+                                            field("<q", "WORKLOAD_PARAM_min"), field("<q", "WORKLOAD_PARAM_max"),
+                                            field("<q", "WORKLOAD_PARAM_def"),
+                                            self.cstring(field("<Q", "WORKLOAD_PARAM_description"))))
+            out.append(Workload(self.cstring(name), self.cstring(desc), tuple(params)))
         return tuple(out)
+
+    def check_params(self, workload, params):
+        """Refuse a parameter the workload does not read, or a value out of
+        its range, naming both; returns the command line words NAME=VALUE."""
+        w = self.workload(workload)
+        known = {p.name: p for p in w.params}
+        words = []
+        for name, value in (params or {}).items():
+            p = known.get(name)
+            if p is None:
+                have = ", ".join(sorted(known)) or "none"
+                raise ImageError(f"workload {workload!r} has no parameter {name!r}; its parameters: {have}")
+            if isinstance(value, bool) or not isinstance(value, int):
+                try:
+                    value = int(str(value).replace("_", ""), 10)
+                except ValueError:
+                    raise ImageError(f"{name}={value!r} is not a whole number; give {p.minimum}..{p.maximum}") \
+                        from None
+            if not p.minimum <= value <= p.maximum:
+                raise ImageError(f"{name}={value} is out of range; {workload!r} accepts {name} from "
+                                 f"{p.minimum} to {p.maximum} (default {p.default})")
+            words.append(f"{name}={value}")
+        return words
 
     def workload(self, name):
         for w in self.workloads:

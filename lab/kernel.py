@@ -292,6 +292,7 @@ class Kernel:
         return {
             "current": self.current, "booted": self.booted, "panicked": self.panicked,
             "oopsed": sorted(self.oopsed), "next_tick": self._next_tick, "stall": self._stall,
+            "oops_count": self.oops_count,
             "pending_signals": [list(p) for p in self._pending_signals],
             "rng": _rng_to_json(self._rng.getstate()),
         }
@@ -303,6 +304,7 @@ class Kernel:
         self.oopsed = set(state["oopsed"])
         self._next_tick = state["next_tick"]
         self._stall = state["stall"]
+        self.oops_count = state.get("oops_count", len(self.oopsed))
         self._pending_signals = [tuple(p) for p in state["pending_signals"]]
         self._rng.setstate(_rng_from_json(state["rng"]))
 
@@ -317,8 +319,7 @@ class Kernel:
         elif name == "kick":
             self._pending_signals.append((args[0], 0, bool(args[1])))
         elif name == "fault":
-            with self.machine.replayable():
-                self.machine.set_u8(Task(self, args[0])._field("make_it_fail"), 1)
+            self._inject(Task(self, args[0]))
 
     def on_hypercall(self, name, handler):
         """Answer hypercall HC_<name> with handler(a, b, c); a higher layer's hook."""
@@ -435,9 +436,20 @@ class Kernel:
         self._pending_signals.append((tid, 0, fake_signal))
 
     def inject_fault(self, tid):
-        """Set make_it_fail: the task takes a real page fault at its next system call."""
+        """Fault injection.  A user task takes a real page fault at its next
+        system call (make_it_fail).  A kernel thread, which makes none, takes
+        one when schedule() next switches to it: the oops kills it
+        and the others run on; for the idle task that is a panic, "Attempted
+        to kill the idle task!", as in Linux."""
         task = self.task(tid)
+        if task.state in (TaskState.DEAD, TaskState.UNUSED):
+            raise KernelError(f"task {tid} ({task.name}) has exited; there is nothing to inject a fault into")
         self._action("fault", tid)
+        self._inject(task)
+
+    def _inject(self, task):
+        # the firmware checks make_it_fail at system call entry, and for a
+        # kernel thread when schedule() switches back to it
         with self.machine.replayable():
             self.machine.set_u8(task._field("make_it_fail"), 1)
 

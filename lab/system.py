@@ -16,8 +16,10 @@ class System:
 
     def __init__(self, image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="",
                  patches=(), signal_after=None, record=False, keyframe_every=None, model="kgraft",
-                 observe=False):
+                 observe=False, params=None):
         self._image = image if isinstance(image, Image) else Image.load(image)
+        words = self._image.check_params(workload, params)   # before anything is built
+        cmdline = " ".join(filter(None, [cmdline, *words]))
         self._machine = Machine()
         self._kernel = Kernel(self._image, self._machine, workload=workload, seed=seed,
                               quantum=quantum, cmdline=cmdline)
@@ -218,10 +220,12 @@ class System:
 
 
 def boot(image=None, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="", patches=(),
-         signal_after=None, record=False, keyframe_every=None, model="kgraft", observe=False):
+         signal_after=None, record=False, keyframe_every=None, model="kgraft", observe=False, params=None):
     """Boot the kernel image (default: firmware/kernel.elf) with a workload;
     patches are applied at boot, before the first task runs.  With record=True
-    the run can be saved as a trace (save_trace())."""
+    the run can be saved as a trace (save_trace()).  params: the workload's
+    parameters ({"nr_hammer": 8}), checked against the ranges the image
+    declares."""
     return System(image, workload=workload, seed=seed, quantum=quantum, cmdline=cmdline, patches=patches,
                   signal_after=signal_after, record=record, keyframe_every=keyframe_every, model=model,
-                  observe=observe)
+                  observe=observe, params=params)
