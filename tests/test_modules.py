@@ -117,13 +117,16 @@ def test_the_modules_own_fentry_pads_are_listed_at_its_functions(system):
     assert all(system.machine.read(addr, 5) == bytes.fromhex("0f1f440000") for addr, _ in module.pads)
 
 
-def test_modules_never_overlap_and_an_unloaded_modules_range_is_not_reused(system):
+def test_modules_never_overlap_and_an_unloaded_modules_range_is_reused(system):
     first = system.modules.load(CAPABLE)
-    system.modules.unload(first)
-    assert module_area(system)[:first.size] == bytes(first.size)
     second = system.modules.load(CMDLINE)
     assert second.base >= first.base + first.size
+    system.modules.unload(first)
+    assert module_area(system)[:first.size] == bytes(first.size)
     assert system.modules.module_at(first.base) is None
+    third = system.modules.load(CAPABLE)
+    assert third.base == first.base       # the lowest free range that fits
+    assert system.modules.module_at(third.init) is third
     assert system.modules.module_at(second.init) is second
 
 

@@ -231,6 +231,7 @@ class Inspector:
         started = ix.transition_started(step)
         target = rp.target_universe
         tasks = tuple(TaskRow(t["tid"], t["name"], t["kind"], t["state"],
+                              "-" if t["state"] in ("dead", "unused") else
                               "new" if started and t["universe"] == target else "old", t["universe"], t["current"])
                       for t in rp.tasks())
         pads = tuple(self._pad(a, name) for a, name in self._pads)

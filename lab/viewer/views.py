@@ -10,7 +10,7 @@ from rich.text import Text
 from ..machine import GPRS
 
 _STATE_STYLE = {"running": "green", "sleeping": "cyan", "dead": "dim", "oopsed": "bold red", "unused": "dim"}
-_UNIVERSE_STYLE = {"old": "yellow", "new": "bold magenta"}
+_UNIVERSE_STYLE = {"old": "yellow", "new": "bold magenta", "-": "dim"}
 _EVENT_STYLE = {"migrated": "bold magenta", "signal": "bold cyan", "patch": "bold yellow", "oops": "bold red",
                 "panic": "bold red", "exit": "red", "console": "", "switch": "green", "irq": "dim",
                 "call": "blue", "syscall": "dim", "kloop": "dim", "booted": "bold"}
