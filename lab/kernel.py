@@ -236,10 +236,13 @@ class Kernel:
         self._stall = 0
         self.slice_hooks = []      # fn() called after every slice, outside the emulator
         self.text_resolvers = []   # fn(address) -> function name or None, for text outside the image (modules)
+        self.symbolizer = None     # fn(address) -> "name+off [module]", set by a higher layer that knows modules
         self.action_log = None     # list of (clock, seq, action, args) while a trace records
         self.syscall_watch = None  # fn(tid, nr) on every system call entry, while a trace records
         self._register()
         self._guard_stacks()
+        start, end = self.image.address("_stext"), self.image.address("__end_rodata")
+        self.machine.read_only(start, end - start)
         if replay_state is None:
             self._boot()
         else:
@@ -564,10 +567,8 @@ class Kernel:
 
     def symbolize(self, address):
         """name+off, with [module] for module text, as an oops prints RIP."""
-        for resolve in self.text_resolvers:
-            name = resolve(address)
-            if name:
-                return name
+        if self.symbolizer is not None:
+            return self.symbolizer(address)
         return self.image.symbolize(address)
 
     def _panic(self, message, lines=()):

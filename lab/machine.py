@@ -12,8 +12,8 @@ import struct
 
 from unicorn import (
     UC_ARCH_X86, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_PROT,
-    UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
-    UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64, UC_PROT_ALL, UC_PROT_NONE, Uc, UcError,
+    UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_NONE, UC_PROT_READ, Uc, UcError,
 )
 from unicorn import x86_const as X
 
@@ -33,6 +33,10 @@ GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
 _UC_REG = {name: getattr(X, "UC_X86_REG_" + ("EFLAGS" if name == "rflags" else name.upper())) for name in GPRS}
 _UC_GPRS = [_UC_REG[n] for n in GPRS]
+
+# x86 exception vectors, named as Linux's die() names them
+_VECTORS = {0: "divide error", 1: "debug", 3: "int3", 4: "overflow", 5: "bounds", 6: "invalid opcode",
+            8: "double fault", 13: "general protection fault", 14: "page fault", 17: "alignment check"}
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
@@ -103,10 +107,15 @@ class Machine:
         self.answers = None         # {clock: answer} while a trace replays
         self.guard_pages = ()       # (start, end) ranges the CPU may not touch (stack guards)
         self.halted = False         # the last slice ended on a hlt
+        self.read_only_ranges = ()  # kernel text and rodata: the CPU may not write them
         self.closed = False
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._on_bad_access)
+        # CPU exceptions (#DE, #UD, #GP, int3, int n): the guest IDT is never
+        # used (UNICORN.md), so each becomes a fault of the running context
+        uc.hook_add(UC_HOOK_INTR, self._on_exception)
+        self._exception = None
 
     def close(self):
         """Release the engine now (its translation buffer and mappings), not
@@ -180,6 +189,13 @@ class Machine:
         faults (a vmap stack's guard page).  The lab's own reads still work."""
         self._uc.mem_protect(address, size, UC_PROT_NONE)
         self.guard_pages = tuple(sorted(self.guard_pages + ((address, address + size),)))
+
+    def read_only(self, address, size):
+        """Make address..address+size read-only and executable for the CPU
+        (kernel text, as CONFIG_STRICT_KERNEL_RWX maps it); the lab's own
+        writes (patching pads) still go through, as text_poke() does."""
+        self._uc.mem_protect(address, size, UC_PROT_READ | UC_PROT_EXEC)
+        self.read_only_ranges = tuple(sorted(self.read_only_ranges + ((address, address + size),)))
 
     def in_guard_page(self, address):
         return address is not None and any(lo <= address < hi for lo, hi in self.guard_pages)
@@ -307,6 +323,10 @@ class Machine:
             (X.UC_X86_REG_RIP, self.syscall_entry - 2),
         ])
 
+    def _on_exception(self, uc, intno, _):
+        self._exception = intno
+        uc.emu_stop()
+
     def _on_bad_access(self, uc, access, address, size, value, _):
         self._bad_access = (access, address)
         return False
@@ -366,6 +386,7 @@ class Machine:
         if rip is None:
             rip = self._uc.reg_read(X.UC_X86_REG_RIP)
         self._bad_access = None
+        self._exception = None
         self._stop_requested = False
         self._running = True
         try:
@@ -383,6 +404,12 @@ class Machine:
             self.retired += self._counter.value - 1
             self._running = False
             raise
+        if self._exception is not None:
+            # the faulting instruction did not retire (a trap's RIP is past it; the lab treats both alike)
+            self.retired += max(self._counter.value - 1, 0)
+            self._running = False
+            rip = self._uc.reg_read(X.UC_X86_REG_RIP)
+            raise MachineFault(_VECTORS.get(self._exception, f"CPU exception {self._exception}"), rip)
         if self._stop_requested:
             done = self._stopped_at
         else:
@@ -412,6 +439,8 @@ class Machine:
         }
         kind = kinds.get(exc.errno, str(exc))
         address = self._bad_access[1] if self._bad_access else None
+        if exc.errno == UC_ERR_WRITE_PROT and any(lo <= (address or 0) < hi for lo, hi in self.read_only_ranges):
+            kind = "write to read-only kernel text"
         return MachineFault(kind, rip, address)
 
     # ---- interrupts ----

@@ -26,6 +26,7 @@ class System:
         self._modules = ModuleLoader(self._image, self._machine)
         self._ftrace = Ftrace(self._kernel, self._modules)
         self._kernel.text_resolvers.append(self._module_function)
+        self._kernel.symbolizer = self._ftrace.symbolize
         self._livepatch = Livepatch(self._kernel, self._ftrace, self._modules, signal_after=signal_after,
                                     model=model)
         self.boot_patches = tuple(str(p) for p in patches)

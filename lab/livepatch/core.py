@@ -281,6 +281,18 @@ class Livepatch:
     def _on_event(self, event):
         """An oops of the task running a module's init fails the load, as the
         oops kills insmod in Linux; a patch it already enabled stays."""
+        if isinstance(event, ev.TaskExit):
+            for p in self.patches:
+                if p.init_running and p.loader_tid == event.tid:
+                    # the init ended its task (do_exit()) instead of returning
+                    p.init_running = False
+                    why = f"init of {p.module.name} exited its task {event.tid} with code {event.code} " \
+                          "instead of returning; the load failed"
+                    if p.state == PatchState.LOADING:
+                        self._fail_load(p, why)
+                    elif p.state == PatchState.REFUSED:
+                        self._requests.append(("unload", p))
+            return
         if not isinstance(event, ev.Oops):
             return
         for p in self.patches:
