@@ -1,47 +1,103 @@
-"""cli - the `lab` command: every subcommand calls the public API and renders its result.
+"""cli - the `lab` command: every subcommand checks its arguments, calls the public API and renders its result.
 
-Exit status: 0 success, 1 a failed check, 2 a usage or input error.
+Exit status: 0 success; 1 a failed check (a consistency violation, a kernel
+panic, a patch the run could not apply); 2 a usage or input error.  A usage
+error is found before any work is done (output paths are checked before the
+kernel boots; only what needs the booted kernel, such as a task named by
+--inject-fault, is checked after boot and before the first instruction runs)
+and is reported as one line on stderr: `lab: error: ...`.
 """
 from __future__ import annotations
 
 import argparse
+import decimal
+import hashlib
 import json
+import os
+import pathlib
+import re
 import sys
+import tempfile
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from .errors import LabError
+from .errors import KernelPanic, LabError, UsageError
 
 EXIT_OK, EXIT_CHECK, EXIT_USAGE = 0, 1, 2
 
+MAX_INSTRUCTIONS = 10_000_000_000   # 1e10: minutes of emulation; the benchmarks' longest runs are 1e9
+QUANTUM_RANGE = (1_000, 10_000_000)
+MAX_SEED = 2**32 - 1
+WIDTH_RANGE = (600, 20_000)
+MAX_BOOT_PATCHES = 8                # start_kernel() has room for eight (boot_module_inits)
+MODELS = ("kgraft", "immediate", "stop-machine", "klp")
+SIGNALLING_MODELS = ("kgraft", "klp")   # the others never send the fake signal while patching
+RUN_DEFAULTS = {"instructions": 2_000_000, "patch_at": 1_000_000, "model": "kgraft"}
 
-def _count(text):
-    """A positive instruction count; accepts 5e6 and 1_000_000."""
+
+# ---- numbers as a person types them ----
+
+_GROUPED = re.compile(r"[0-9]{1,3}(,[0-9]{3})+")
+
+
+def parse_whole(text, lo, hi):
+    """A whole number from 2000000, 2_000_000, 2,000,000, 2e6 or 2.5e6, within lo..hi.
+    Raises ValueError with what is wrong (not a number, not whole, out of range)."""
+    s = str(text).strip()
+    if _GROUPED.fullmatch(s):
+        s = s.replace(",", "")
     try:
-        value = int(float(text)) if ("e" in text.lower() or "." in text) else int(text.replace("_", ""))
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be positive")
-    return value
+        d = decimal.Decimal(s)
+    except decimal.InvalidOperation:
+        raise ValueError("not a number") from None
+    if not d.is_finite():
+        raise ValueError("not a finite number")
+    # compared as a Decimal first: int() of 1e999999999 would not finish
+    if not lo <= d <= hi:
+        raise ValueError("out of range")
+    if d != d.to_integral_value():
+        raise ValueError("not a whole number")
+    return int(d)
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("the seed must be 0 or more")
-    return value
+def _number(option, lo, hi, what=""):
+    """An argparse type: a whole number for option, lo..hi, refused with the range."""
+    unit = f" {what}" if what else ""
 
+    def convert(text):
+        try:
+            return parse_whole(text, lo, hi)
+        except ValueError as exc:
+            if str(exc) == "out of range":
+                raise argparse.ArgumentTypeError(
+                    f"{option} {text}: out of range; give {lo:,} .. {hi:,}{unit}") from None
+            raise argparse.ArgumentTypeError(
+                f"{option} {text!r}: {exc}; give a whole number from {lo:,} to {hi:,}{unit} "
+                "(2000000, 2_000_000, 2,000,000 and 2e6 all work)") from None
+    return convert
+
+
+def _instructions(option, lo=1):
+    return _number(option, lo, MAX_INSTRUCTIONS, "instructions")
+
+
+# ---- the parser: one line on a usage error, never the usage block ----
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        self.print_usage(sys.stderr)
-        print(f"lab: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        m = re.match(r"argument ([^:]+): (.*)", message, re.S)
+        if m:
+            name, rest = m.groups()
+            if rest.startswith("-"):     # from _number: it names the option and says what to do
+                raise _Usage(rest)
+            message = f"{name.split('/')[-1]}: {rest}"
+        raise _Usage(f"{message}; `{self.prog} --help` lists what it takes")
+
+
+class _Usage(Exception):
+    """An argparse error, already worded for the error line."""
 
 
 def _add_image(p):
@@ -51,12 +107,17 @@ def _add_image(p):
 def _add_boot(p, instructions):
     _add_image(p)
     p.add_argument("--workload", default="default", help="workload chosen at boot (`lab workloads`)")
-    p.add_argument("--instructions", type=_count, default=instructions, metavar="N",
-                   help=f"instructions to run (default {instructions:,})")
-    p.add_argument("--seed", type=_seed, default=0, metavar="S",
-                   help="schedule seed: quantum jitter and task order (0: none)")
-    p.add_argument("--quantum", type=_count, default=None, metavar="Q",
-                   help="instructions per time slice (default 20,000)")
+    p.add_argument("--param", metavar="NAME=VALUE", action="append", default=[],
+                   help="a parameter of the workload, e.g. nr_hammer=8; repeat for several "
+                        "(`lab workloads` lists them with their ranges)")
+    p.add_argument("--instructions", type=_instructions("--instructions"), default=None, metavar="N",
+                   help=f"instructions retired since power-on at which the run ends (default {instructions:,}; "
+                        f"at most {MAX_INSTRUCTIONS:,}, ten times the benchmarks' longest runs)")
+    p.add_argument("--seed", type=_number("--seed", 0, MAX_SEED), default=0, metavar="S",
+                   help=f"schedule seed: quantum jitter and task order (0: none; at most {MAX_SEED:,})")
+    p.add_argument("--quantum", type=_number("--quantum", *QUANTUM_RANGE, "instructions"), default=None,
+                   metavar="Q", help=f"instructions per time slice (default 20,000; "
+                                     f"{QUANTUM_RANGE[0]:,} .. {QUANTUM_RANGE[1]:,})")
     p.add_argument("--json", action="store_true", help="print the JSON report")
 
 
@@ -66,40 +127,51 @@ def build_parser():
 
     p = sub.add_parser("demo", help="the bundled scenario, start to end")
     _add_image(p)
-    p.add_argument("--instructions", type=_count, default=8_000_000, metavar="N",
-                   help="stop after N instructions at most (default 8,000,000)")
-    p.add_argument("--seed", type=_seed, default=0, metavar="S")
+    from .demo import PATCH_AT
+    p.add_argument("--instructions", default=8_000_000,
+                   type=_number("--instructions", PATCH_AT + 1, MAX_INSTRUCTIONS,
+                                f"instructions (the demo loads its patch at {PATCH_AT:,})"),
+                   metavar="N", help=f"stop after N instructions at most (default 8,000,000; more than "
+                                     f"{PATCH_AT:,}, where the demo loads its patch; at most {MAX_INSTRUCTIONS:,})")
+    p.add_argument("--seed", type=_number("--seed", 0, MAX_SEED), default=0, metavar="S")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the story")
     p.add_argument("--trace", metavar="FILE", help="record the run into a trace file (lab trace view FILE)")
 
     p = sub.add_parser("run", help="boot a workload and run it, optionally live-patching it")
-    _add_boot(p, 2_000_000)
+    _add_boot(p, RUN_DEFAULTS["instructions"])
     p.add_argument("--patch", metavar="FILE", action="append", default=[],
                    help="a patch object (.o) to apply at --patch-at; repeat for several, applied in turn")
-    p.add_argument("--patch-at", type=_count, default=1_000_000, metavar="N",
-                   help="instruction at which the first patch is loaded (default 1,000,000)")
-    p.add_argument("--signal-after", type=_count, default=None, metavar="N",
+    p.add_argument("--patch-at", type=_instructions("--patch-at"), default=None, metavar="N",
+                   help="instruction (since power-on) at which the first patch is loaded (default 1,000,000); "
+                        "needs --patch")
+    p.add_argument("--signal-after", type=_instructions("--signal-after"), default=None, metavar="N",
                    help="send the fake signal to tasks still in progress N instructions into a transition, "
-                        "and every N after")
-    p.add_argument("--revert-at", type=_count, default=None, metavar="N",
-                   help="revert the last patch at instruction N")
+                        "and every N after (models kgraft and klp, or any model's revert)")
+    p.add_argument("--revert-at", type=_instructions("--revert-at"), default=None, metavar="N",
+                   help="revert the last patch at instruction N (after --patch-at; needs --patch or --boot-patch)")
     p.add_argument("--boot-patch", metavar="FILE", action="append", default=[],
-                   help="a patch applied at boot, before the first task runs (a reboot with patches)")
+                   help="a patch applied at boot, before the first task runs (a reboot with patches; "
+                        f"at most {MAX_BOOT_PATCHES})")
     p.add_argument("--inject-fault", metavar="TASK", action="append", default=[],
-                   help="make TASK (tid or name) take a page fault at its next system call")
+                   help="make TASK (tid or name) fault: a user task at its next system call, a kernel thread "
+                        "at its next switch (an oops; the others run on); the idle task (0, swapper/0) panics "
+                        "the kernel, and lab run exits 1 with the report so far; repeat for several")
     p.add_argument("--trace", metavar="FILE", help="record the run into a trace file (lab trace view FILE)")
-    p.add_argument("--model", default="kgraft", choices=("kgraft", "immediate", "stop-machine", "klp"),
-                   help="consistency model (default kgraft)")
+    p.add_argument("--model", default=None, choices=MODELS,
+                   help="consistency model for --patch (default kgraft)")
 
     p = sub.add_parser("compare", help="the consistency models side by side on one patch")
     _add_image(p)
     p.add_argument("--patch", required=True, metavar="FILE", help="the patch object to apply")
     p.add_argument("--workload", default="default")
-    p.add_argument("--seed", type=_seed, default=0, metavar="S")
-    p.add_argument("--patch-at", type=_count, default=1_000_000, metavar="N")
-    p.add_argument("--signal-after", type=_count, default=1_500_000, metavar="N",
+    p.add_argument("--param", metavar="NAME=VALUE", action="append", default=[],
+                   help="a parameter of the workload, e.g. nr_hammer=8; repeat for several")
+    p.add_argument("--seed", type=_number("--seed", 0, MAX_SEED), default=0, metavar="S")
+    p.add_argument("--patch-at", type=_instructions("--patch-at"), default=1_000_000, metavar="N",
+                   help="instruction (since power-on) at which the patch is loaded (default 1,000,000)")
+    p.add_argument("--signal-after", type=_instructions("--signal-after"), default=1_500_000, metavar="N",
                    help="fake signal interval for the models that send one (default 1,500,000)")
-    p.add_argument("--limit", type=_count, default=12_000_000, metavar="N",
+    p.add_argument("--limit", type=_instructions("--limit"), default=12_000_000, metavar="N",
                    help="give up waiting for completion after N instructions (default 12,000,000)")
     p.add_argument("-o", "--chart", metavar="OUT.svg", help="also draw the comparison as an SVG bar chart")
     p.add_argument("--json", action="store_true")
@@ -107,10 +179,10 @@ def build_parser():
     p = sub.add_parser("patch", help="live patch objects")
     psub = p.add_subparsers(dest="patch_command", required=True, parser_class=_Parser)
     b = psub.add_parser("build", help="compile a C live patch with the firmware's flags")
-    b.add_argument("source")
-    b.add_argument("-o", "--output", metavar="OUT.o")
+    b.add_argument("source", metavar="SOURCE.c")
+    b.add_argument("-o", "--output", metavar="OUT.o", help="the object to write (default: SOURCE with .o)")
 
-    p = sub.add_parser("workloads", help="the workloads the image offers")
+    p = sub.add_parser("workloads", help="the workloads the image offers, with their parameters")
     _add_image(p)
     p.add_argument("--json", action="store_true")
 
@@ -142,7 +214,8 @@ def build_parser():
     t = tsub.add_parser("timeline", help="an SVG of the tasks over time: universes, safe points, fake signals")
     t.add_argument("file", metavar="FILE")
     t.add_argument("-o", "--output", required=True, metavar="OUT.svg")
-    t.add_argument("--width", type=_count, default=1200, metavar="PX", help="width of the picture (default 1200)")
+    t.add_argument("--width", type=_number("--width", *WIDTH_RANGE, "pixels"), default=1200, metavar="PX",
+                   help=f"width of the picture (default 1200; {WIDTH_RANGE[0]:,} .. {WIDTH_RANGE[1]:,})")
     _add_image(t)
 
     p = sub.add_parser("disasm", help="disassemble a kernel function")
@@ -152,141 +225,447 @@ def build_parser():
     return parser
 
 
-def _boot_kwargs(args):
-    from .kernel import DEFAULT_QUANTUM
-    if args.quantum is not None and args.quantum < 1000:
-        raise LabError(f"--quantum {args.quantum} is too small; use at least 1000 instructions")
-    return dict(workload=args.workload, seed=args.seed, quantum=args.quantum or DEFAULT_QUANTUM)
+# ---- checks made before any work ----
+
+def _named(option, value):
+    """How an error line names a value: with its option, or alone for an argument (SOURCE.c, FILE)."""
+    return f"{option} {value}" if option.startswith("-") else str(value)
+
+
+def _nonempty(option, value, what):
+    if value is not None and not str(value).strip():
+        if option.startswith("-"):
+            raise UsageError(f"{option}: an empty {what}; give one or leave the option out")
+        raise UsageError(f"{option}: an empty {what}; give one")
+
+
+def check_output(option, path, example="out"):
+    """Refuse an output path that cannot be written: its directory must exist
+    and take a new file (tried with a temporary file, which root's os.access
+    would not tell), and the path must not be a directory or a special file."""
+    if path is None:
+        return
+    _nonempty(option, path, "file name")
+    p = pathlib.Path(path)
+    name = _named(option, path)
+    if str(path).endswith(("/", os.sep)):
+        raise UsageError(f"{name}: names a directory; give a file name, e.g. {p / example}")
+    try:
+        if p.is_dir():
+            raise UsageError(f"{name}: is a directory; give a file name inside it, e.g. {p / example}")
+        if p.exists() and not p.is_file():
+            raise UsageError(f"{name}: exists and is not a regular file; give another file name")
+        parent = p.parent
+        if not parent.exists():
+            raise UsageError(f"{name}: the directory {parent} does not exist; create it or choose another")
+        if not parent.is_dir():
+            raise UsageError(f"{name}: {parent} is not a directory; choose a file in a directory")
+        if p.exists() and not os.access(p, os.W_OK):
+            raise UsageError(f"{name}: the file is read-only; make it writable or choose another name")
+        fd, probe = tempfile.mkstemp(prefix=".lab-write-check-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = p.parent if p.parent != pathlib.Path() else pathlib.Path(".")
+        raise UsageError(f"{name}: cannot write in {where} ({exc.strerror or exc}); "
+                         "choose a directory you can write to") from None
+
+
+def check_input(option, path, what, hint):
+    """Refuse an input file that is missing, a directory or unreadable."""
+    _nonempty(option, path, "file name")
+    p = pathlib.Path(path)
+    name = _named(option, path)
+    try:
+        if not p.exists():
+            raise UsageError(f"{name}: no such {what}; {hint}")
+        if p.is_dir():
+            raise UsageError(f"{name}: is a directory, not a {what}; {hint}")
+        if not p.is_file():
+            raise UsageError(f"{name}: is not a regular file; {hint}")
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    return p
+
+
+def _image(args):
+    from .image import Image
+    if args.image is not None:
+        check_input("--image", args.image, "kernel image",
+                    "pass the kernel image built in firmware/ (kernel.elf)")
+    return Image.load(args.image)
+
+
+class _NoMemory:
+    """The machine of a dry-run load: ModuleLoader.load() writes to memory
+    only once the object has passed every check (its step 5)."""
+
+    def write_code(self, address, data):
+        pass
+
+
+def check_patches(img, groups):
+    """Refuse a patch object that is missing, malformed, or that the loader
+    would refuse (an unresolved symbol, an unsupported relocation, no init),
+    and the same object given twice: kGraft refuses a second patch of the
+    same name, so the second would only be refused at run time.
+    groups: [(option, [paths])]."""
+    from .modules import ModuleLoader
+    seen = {}
+    for option, paths in groups:
+        for path in paths:
+            p = check_input(option, path, "patch object", "build one with `lab patch build SOURCE.c`")
+            try:
+                ModuleLoader(img, _NoMemory()).load(p)
+            except LabError as exc:
+                named = option if p.name in str(exc) else f"{option} {path}"
+                raise UsageError(f"{named}: {exc}") from None
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            if digest in seen:
+                first_option, first = seen[digest]
+                if os.path.realpath(first) == os.path.realpath(path):
+                    what = f"{option} {path}: given twice" if first_option == option else \
+                        f"{option} {path}: also given as {first_option}"
+                else:
+                    what = f"{option} {path}: the same object as {first_option} {first}"
+                raise UsageError(f"{what}; a patch is applied once (kGraft refuses a second patch of the "
+                                 "same name); give it once")
+            seen[digest] = (option, path)
+
+
+def parse_params(values):
+    """{name: int} from --param NAME=VALUE options."""
+    params = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value.strip():
+            raise UsageError(f"--param {item!r}: give NAME=VALUE, e.g. --param nr_hammer=8 "
+                             "(`lab workloads` lists the parameters)")
+        if name in params:
+            raise UsageError(f"--param {name} is given twice; give each parameter once")
+        try:
+            params[name] = parse_whole(value, -2**63, 2**63 - 1)
+        except ValueError as exc:
+            raise UsageError(f"--param {item}: {value!r} is {exc}; give a whole number") from None
+    return params
+
+
+def _check_params(img, workload, values):
+    params = parse_params(values)
+    if params:
+        img.check_params(workload, params)   # ImageError naming the parameter and its range
+    return params
+
+
+def _workload(img, args):
+    _nonempty("--workload", args.workload, "workload name")
+    img.workload(args.workload)              # ImageError listing the workloads
+    return _check_params(img, args.workload, args.param)
+
+
+def check_run(args):
+    """Every check of `lab run` that does not need a booted kernel.  Fills in
+    the defaults of the options whose absence matters.  Returns (image, params)."""
+    check_output("--trace", args.trace, "run.trace")
+    img = _image(args)
+    params = _workload(img, args)
+    for name in args.inject_fault:
+        _nonempty("--inject-fault", name, "task")
+    if len(args.boot_patch) > MAX_BOOT_PATCHES:
+        raise UsageError(f"--boot-patch is given {len(args.boot_patch)} times; at most {MAX_BOOT_PATCHES} "
+                         "patches can be applied at boot")
+    check_patches(img, [("--boot-patch", args.boot_patch), ("--patch", args.patch)])
+
+    given = {k: getattr(args, k) is not None for k in RUN_DEFAULTS}
+    for key, value in RUN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    end = args.instructions
+    if not args.patch:
+        for key, why in (("patch_at", "it is when --patch FILE is loaded"),
+                         ("model", "boot patches are applied before any task exists, whatever the model")):
+            if given[key]:
+                option = "--" + key.replace("_", "-")
+                raise UsageError(f"{option} has no effect without --patch FILE ({why}); add --patch or drop it")
+    else:
+        if args.patch_at >= end:
+            default = "" if given["patch_at"] else " (the default)"
+            raise UsageError(f"--patch-at {args.patch_at:,}{default} is not before the end of the run "
+                             f"(--instructions {end:,}); load the patch earlier or run longer")
+    if args.revert_at is not None:
+        if not (args.patch or args.boot_patch):
+            raise UsageError("--revert-at needs a patch to revert; add --patch FILE (or --boot-patch FILE)")
+        if args.patch and args.revert_at <= args.patch_at:
+            raise UsageError(f"--revert-at {args.revert_at:,} is not after --patch-at {args.patch_at:,}; "
+                             "a patch is reverted after it is loaded")
+        if args.revert_at >= end:
+            raise UsageError(f"--revert-at {args.revert_at:,} is not before the end of the run "
+                             f"(--instructions {end:,}); revert earlier or run longer")
+    if args.signal_after is not None:
+        if not args.patch and args.revert_at is None:
+            raise UsageError("--signal-after has no effect without --patch FILE (or --revert-at N): the fake "
+                             "signal is sent only during a transition")
+        if args.patch and args.model not in SIGNALLING_MODELS and args.revert_at is None:
+            raise UsageError(f"--signal-after has no effect with --model {args.model}, which never sends the "
+                             f"fake signal; use --model {' or '.join(SIGNALLING_MODELS)}, or drop it")
+        start = args.patch_at if args.patch else args.revert_at
+        if start + args.signal_after >= end:
+            raise UsageError(f"--signal-after {args.signal_after:,}: the first fake signal would come at "
+                             f"{start + args.signal_after:,}, not before the end of the run (--instructions "
+                             f"{end:,}); give a smaller interval or run longer")
+    return img, params
+
+
+def _after_boot_run(system, args):
+    """The checks of `lab run` that need the booted kernel: the tasks named by
+    --inject-fault and the instants that must come after boot.  Nothing has
+    run since boot yet.  Returns the tids to fault."""
+    booted_at = system.clock
+    for option, value in (("--instructions", args.instructions),
+                          ("--patch-at", args.patch_at if args.patch else None),
+                          ("--revert-at", args.revert_at)):
+        if value is not None and value < booted_at:
+            hint = "; use --boot-patch to apply a patch at boot" if option == "--patch-at" else ""
+            raise UsageError(f"{option} {value:,} comes before the end of boot (at {booted_at:,} instructions "
+                             f"since power-on); give a later instant{hint}")
+    tids = {}
+    for name in args.inject_fault:
+        key = int(name) if name.isascii() and name.isdigit() else name
+        try:
+            task = system.task(key)
+        except LabError as exc:            # it names the tasks there are
+            raise UsageError(f"--inject-fault {name}: {exc}") from None
+        if task.tid in tids:
+            raise UsageError(f"--inject-fault {name}: task {task.tid} ({task.name}) is already named by "
+                             f"--inject-fault {tids[task.tid]}; name each task once")
+        tids[task.tid] = name
+    return list(tids)
+
+
+# ---- the commands ----
+
+def _line(out, text, style=""):
+    """One line of the command's own, never wrapped or read as markup."""
+    out.print(Text(text, style=style), soft_wrap=True)
+
+
+def _notes_out(args, out, notes):
+    for text in notes:
+        if args.json:
+            print(f"lab: {text}", file=sys.stderr)
+        else:
+            _line(out, text, "bold yellow")
 
 
 def cmd_run(args, out):
-    import pathlib
-
+    from .kernel import DEFAULT_QUANTUM
+    from .livepatch import PatchState
     from .render import run_view
     from .system import boot
-    for path in args.patch + args.boot_patch:
-        if not pathlib.Path(path).is_file():
-            raise LabError(f"{path}: no such patch object; build one with `lab patch build SOURCE.c`")
-    if args.patch and args.patch_at >= args.instructions:
-        raise LabError(f"--patch-at {args.patch_at:,} is not before the end of the run ({args.instructions:,})")
-    _check_trace_path(args.trace)
-    system = boot(args.image, **_boot_kwargs(args), patches=args.boot_patch, signal_after=args.signal_after,
-                  record=bool(args.trace), model=args.model, observe=True)
-    for name in args.inject_fault:
-        system.inject_fault(int(name) if name.isdigit() else name)
-    end = args.instructions
-    if args.patch:
-        system.run(max(args.patch_at - system.clock, 1))
-        for i, path in enumerate(args.patch):
-            if i:   # one transition at a time, as kGraft requires
-                system.run(max(end - system.clock, 1), until=lambda s: s.transition is None)
-            if system.clock >= end:
-                break
-            system.apply_patch(path)
-    if args.revert_at is not None and args.revert_at > system.clock:
-        system.run(args.revert_at - system.clock)
-        patches = [p for p in system.patches if p.state.value in ("complete", "transition")]
-        if patches:
-            system.revert(patches[-1].name)
-    if system.clock < end:
-        system.run(end - system.clock)
-    if args.trace:
-        system.save_trace(args.trace)
-    report = system.report()
+    img, params = check_run(args)
+    with boot(img, workload=args.workload, seed=args.seed, quantum=args.quantum or DEFAULT_QUANTUM,
+              patches=args.boot_patch, signal_after=args.signal_after, record=bool(args.trace),
+              model=args.model, observe=True, params=params) as system:
+        faults = _after_boot_run(system, args)
+        notes, failed, panic = [], False, None
+        try:
+            for tid in faults:
+                system.inject_fault(tid)
+            failed = _run_patches(system, args, notes, PatchState)
+            if system.clock < args.instructions:
+                system.run(args.instructions - system.clock)
+        except KernelPanic as exc:
+            panic = str(exc)
+        if args.trace:
+            system.save_trace(args.trace)
+        report = system.report()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         out.print(run_view(report))
+        if args.trace:
+            _line(out, f"trace written to {args.trace}: step through it with `lab trace view {args.trace}`")
+    _notes_out(args, out, notes)
+    status = EXIT_CHECK if failed else EXIT_OK
     if report["violations"]:
         if not args.json:
-            out.print(f"[bold red]{len(report['violations'])} consistency violation(s)[/bold red]")
-        return EXIT_CHECK
-    return EXIT_OK
+            _line(out, f"{len(report['violations'])} consistency violation(s)", "bold red")
+        status = EXIT_CHECK
+    if panic:
+        text = panic if panic.startswith("kernel panic") else f"kernel panic: {panic}"
+        if args.json:
+            print(text, file=sys.stderr)
+        else:
+            _line(out, text, "bold red")
+        status = EXIT_CHECK
+    return status
+
+
+def _run_patches(system, args, notes, PatchState):
+    """Load --patch objects in turn (one transition at a time, as kGraft
+    requires) and revert at --revert-at.  What could not be done goes to
+    notes; returns True if something asked for was not done."""
+    from .livepatch import LivepatchError
+    end, failed = args.instructions, False
+    if args.patch:
+        system.run(args.patch_at - system.clock)
+        for i, path in enumerate(args.patch):
+            if i:
+                system.run_until_patched(max(end - system.clock, 0))
+            if system.clock >= end or system.transition is not None:
+                busy = system.transition.patch.name if system.transition is not None else None
+                why = f"the transition of '{busy}' was still in progress" if busy else "the run ended first"
+                if busy and args.signal_after is None and args.model in SIGNALLING_MODELS:
+                    why += " (--signal-after N wakes the tasks that hold a transition open)"
+                for rest in args.patch[i:]:
+                    notes.append(f"--patch {rest} was not loaded: {why} at {system.clock:,}")
+                failed = True
+                break
+            try:
+                system.apply_patch(path)
+            except LivepatchError as exc:
+                notes.append(f"--patch {path} was refused by the kernel: {exc}")
+                failed = True
+    if args.revert_at is not None:
+        if system.clock < args.revert_at:
+            system.run(args.revert_at - system.clock)
+        elif system.clock > args.revert_at:
+            notes.append(f"--revert-at {args.revert_at:,}: reverted at {system.clock:,}, once the patches "
+                         "were loaded")
+        live = [p for p in system.patches if p.state in (PatchState.COMPLETE, PatchState.TRANSITION)]
+        if not live:
+            notes.append(f"--revert-at {args.revert_at:,}: no patch was applied then; nothing to revert")
+            return True
+        try:
+            system.revert(live[-1].name)
+        except LivepatchError as exc:
+            notes.append(f"--revert-at {args.revert_at:,}: {exc}")
+            failed = True
+    return failed
+
+
+def check_compare(args):
+    check_output("--chart", args.chart, "compare.svg")
+    img = _image(args)
+    params = _workload(img, args)
+    check_patches(img, [("--patch", [args.patch])])
+    return img, params
 
 
 def cmd_compare(args, out):
-    import pathlib
-
     from .compare import ComparisonTable, compare, write_chart
-    if not pathlib.Path(args.patch).is_file():
-        raise LabError(f"{args.patch}: no such patch object; build one with `lab patch build SOURCE.c`")
+    img, params = check_compare(args)
     rows = compare(args.patch, workload=args.workload, seed=args.seed, patch_at=args.patch_at,
-                   signal_after=args.signal_after, limit=args.limit, image=args.image)
+                   signal_after=args.signal_after, limit=args.limit, image=img, params=params)
+    title = pathlib.Path(args.patch).name
     if args.chart:
-        write_chart(rows, args.chart, title=pathlib.Path(args.patch).name)
+        write_chart(rows, args.chart, title=title)
     if args.json:
-        print(json.dumps({"schema": 1, "patch": str(args.patch), "workload": args.workload, "seed": args.seed,
-                          "models": rows}, indent=2))
+        print(json.dumps({"schema": 1, "patch": str(args.patch), "workload": args.workload, "params": params,
+                          "seed": args.seed, "models": rows}, indent=2))
     else:
-        out.print(ComparisonTable(rows, pathlib.Path(args.patch).name))
+        out.print(ComparisonTable(rows, title))
         if args.chart:
-            out.print(f"chart written to {args.chart}")
-    return EXIT_OK
-
-
-def _check_trace_path(path):
-    import pathlib
-    if path and not pathlib.Path(path).resolve().parent.is_dir():
-        raise LabError(f"--trace {path}: its directory does not exist")
+            _line(out, f"chart written to {args.chart}")
+    panics = [r for r in rows if r.get("panic")]
+    for r in panics:
+        text = f"kernel panic under {r['model']}: {r['panic']}"
+        if args.json:
+            print(text, file=sys.stderr)
+        else:
+            _line(out, text, "bold red")
+    return EXIT_CHECK if panics else EXIT_OK
 
 
 def cmd_demo(args, out):
     from .demo import run_demo
     from .render import demo_view
-    _check_trace_path(args.trace)
+    check_output("--trace", args.trace, "demo.trace")
+    img = _image(args)
     if args.json:
-        system = run_demo(args.instructions, seed=args.seed, image=args.image, record=bool(args.trace))
-        if args.trace:
-            system.save_trace(args.trace)
-        print(json.dumps(system.report(), indent=2))
+        with run_demo(args.instructions, seed=args.seed, image=img, record=bool(args.trace)) as system:
+            if args.trace:
+                system.save_trace(args.trace)
+            print(json.dumps(system.report(), indent=2))
         return EXIT_OK
     out.rule("kGraft lab: live patching capable() on a running kernel")
 
-    from rich.markup import escape
-
     def on_step(system, lines):
         for at, text in lines:
-            out.print(f"[dim]{at:>11,}[/dim]  {escape(text)}")
+            out.print(Text.assemble((f"{at:>11,}", "dim"), "  ", text), soft_wrap=True)
 
-    system = run_demo(args.instructions, seed=args.seed, image=args.image, on_step=on_step,
-                      record=bool(args.trace))
-    out.print(demo_view(system))
-    if args.trace:
-        system.save_trace(args.trace)
-        out.print(f"trace written to {args.trace}: step through it with `lab trace view {args.trace}`")
+    with run_demo(args.instructions, seed=args.seed, image=img, on_step=on_step,
+                  record=bool(args.trace)) as system:
+        out.print(demo_view(system))
+        if args.trace:
+            system.save_trace(args.trace)
+            _line(out, f"trace written to {args.trace}: step through it with `lab trace view {args.trace}`")
     return EXIT_OK
+
+
+def check_patch_build(args):
+    source = check_input("SOURCE.c", args.source, "patch source", "give the C source of a live patch")
+    if source.suffix != ".c":
+        raise UsageError(f"{args.source}: not a C source (.c); `lab patch build` compiles C live patches")
+    output = args.output if args.output is not None else str(source.with_suffix(".o"))
+    check_output("-o" if args.output is not None else "", output, "patch.o")
+    try:
+        same = pathlib.Path(output).exists() and os.path.samefile(output, source)
+    except OSError:
+        same = False
+    if same:
+        raise UsageError(f"-o {output}: is the source itself; give another output file")
+    return source, output
 
 
 def cmd_patch(args, out):
     from .patchbuild import build_patch
-    path = build_patch(args.source, args.output)
-    out.print(f"built {path}")
+    source, output = check_patch_build(args)
+    path = build_patch(source, output)
+    _line(out, f"built {path}")
     return EXIT_OK
 
 
+def _text(name):
+    """A symbol name as text: an ELF name need not be UTF-8."""
+    return name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+
+
+def _param_records(workload):
+    return [{"name": p.name, "minimum": p.minimum, "maximum": p.maximum, "default": p.default,
+             "description": p.description} for p in workload.params]
+
+
 def cmd_workloads(args, out):
-    from .image import Image
-    img = Image.load(args.image)
+    img = _image(args)
+    rows = [{"name": w.name, "description": w.description, "params": _param_records(w)} for w in img.workloads]
     if args.json:
-        print(json.dumps([{"name": w.name, "description": w.description} for w in img.workloads], indent=2))
+        print(json.dumps(rows, indent=2))
         return EXIT_OK
-    t = Table("workload", "description", title=f"workloads in {img.path.name}", title_justify="left")
-    for w in img.workloads:
-        t.add_row(w.name, w.description)
+    t = Table("workload", "description", "parameters", title=f"workloads in {img.path.name}",
+              title_justify="left")
+    for r in rows:
+        params = "\n".join(f"--param {p['name']}={p['minimum']}..{p['maximum']} (default {p['default']}): "
+                           f"{p['description']}" for p in r["params"])
+        t.add_row(Text(r["name"]), Text(r["description"]), Text(params))
     out.print(t)
     return EXIT_OK
 
 
 def cmd_symbols(args, out):
-    from .image import Image
-    img = Image.load(args.image)
+    img = _image(args)
+    _nonempty("FILTER", args.filter, "filter")
     lo, hi = img.user_range
     rows = []
-    for s in sorted(img.symbols, key=lambda s: (s.kind == "abs", s.address, s.name)):
-        if args.filter and args.filter not in s.name:
+    for s in sorted(img.symbols, key=lambda s: (s.kind == "abs", s.address, _text(s.name))):
+        name = _text(s.name)
+        if args.filter and args.filter not in name:
             continue
         region = "const" if s.kind == "abs" else ("user" if lo <= s.address < hi else "kernel")
-        rows.append({"name": s.name, "address": s.address, "size": s.size, "kind": s.kind,
+        rows.append({"name": name, "address": s.address, "size": s.size, "kind": s.kind,
                      "binding": "local" if s.local else "global", "region": region,
                      "pad": img.pad(s.name) is not None})
     if args.json:
@@ -296,51 +675,57 @@ def cmd_symbols(args, out):
               title=f"{len(rows)} symbols in {img.path.name}", title_justify="left")
     for r in rows:
         t.add_row(f"{r['address']:#010x}", str(r["size"]), r["kind"], r["binding"], r["region"],
-                  "yes" if r["pad"] else "", r["name"])
+                  "yes" if r["pad"] else "", Text(r["name"]))
     out.print(t)
     return EXIT_OK
 
 
 def cmd_pads(args, out):
-    from .image import Image
-    img = Image.load(args.image)
+    img = _image(args)
     if args.json:
-        print(json.dumps([{"address": p.address, "function": p.function,
+        print(json.dumps([{"address": p.address, "function": _text(p.function),
                            "bytes": img.read(p.address, 5).hex()} for p in img.pads], indent=2))
         return EXIT_OK
     t = Table("address", "bytes", "function", title=f"{len(img.pads)} fentry pads (__mcount_loc) in {img.path.name}",
               title_justify="left")
     for p in img.pads:
-        t.add_row(f"{p.address:#010x}", img.read(p.address, 5).hex(" "), p.function)
+        t.add_row(f"{p.address:#010x}", img.read(p.address, 5).hex(" "), Text(_text(p.function)))
     out.print(t)
     return EXIT_OK
 
 
 def cmd_disasm(args, out):
     from .disasm import disassemble
-    from .image import Image
     from .render import Listing
-    img = Image.load(args.image)
+    img = _image(args)
+    _nonempty("FUNC", args.function, "function name")
     func = img.function(args.function)
     insns = disassemble(img.read(func.address, func.size), func.address, symbolize=img.symbolize)
     pad = img.pad(func.name)
+    name = _text(func.name)
     if args.json:
-        print(json.dumps({"function": func.name, "address": func.address, "size": func.size,
+        print(json.dumps({"function": name, "address": func.address, "size": func.size,
                           "pad": pad.address if pad else None,
                           "instructions": [{"address": x.address, "bytes": x.raw.hex(), "text": x.text,
                                             "symbol": x.comment} for x in insns]}, indent=2))
         return EXIT_OK
     note = "fentry pad: 5-byte NOP" if pad else "notrace: no fentry pad, cannot be traced or patched"
-    out.print(Listing(f"{func.name} ({func.size} bytes, {note})", insns, img.symbolize,
+    out.print(Listing(f"{name} ({func.size} bytes, {note})", insns, img.symbolize,
                       highlight=[pad.address] if pad else []))
     return EXIT_OK
 
 
-def cmd_trace(args, out):
-    import pathlib
+def check_trace(args):
+    if args.trace_command == "timeline":
+        check_output("-o", args.output, "timeline.svg")
+    check_input("FILE", args.file, "trace", f"record one with `lab run --trace {args.file or 'FILE'}`")
+    return _image(args)
 
+
+def cmd_trace(args, out):
     from .viewer import open_trace
-    inspector = open_trace(args.file, image=args.image)
+    img = check_trace(args)
+    inspector = open_trace(args.file, image=img)
     if args.trace_command == "show":
         state = inspector.state(inspector.index.parse_step(args.step))
         if args.json:
@@ -351,30 +736,49 @@ def cmd_trace(args, out):
         return EXIT_OK
     if args.trace_command == "timeline":
         from .viewer import Timeline
-        target = pathlib.Path(args.output)
-        if not target.resolve().parent.is_dir():
-            raise LabError(f"-o {target}: its directory does not exist")
-        Timeline(inspector.trace, width=max(args.width, 600), index=inspector.index).save(target)
-        out.print(f"timeline of {args.file} written to {target}")
+        Timeline(inspector.trace, width=args.width, index=inspector.index).save(args.output)
+        _line(out, f"timeline of {args.file} written to {args.output}")
         return EXIT_OK
     from .viewer.stepper import Stepper
-    step = inspector.index.parse_step(args.step) if args.step else None
+    step = inspector.index.parse_step(args.step) if args.step is not None else None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("lab trace view needs a terminal; use `lab trace show FILE --step N` "
+                         "(--json for tools) or `lab trace timeline FILE -o OUT.svg`")
     Stepper(inspector, step=step).run()
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare, "workloads": cmd_workloads, "symbols": cmd_symbols,
-            "pads": cmd_pads, "disasm": cmd_disasm, "trace": cmd_trace}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare,
+            "workloads": cmd_workloads, "symbols": cmd_symbols, "pads": cmd_pads, "disasm": cmd_disasm,
+            "trace": cmd_trace}
+
+
+def _error(message):
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    print(f"lab: error: {line}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The `lab` command; returns its exit status (also for --help and usage errors)."""
+    try:
+        args, extras = build_parser().parse_known_args(argv)
+        if extras:
+            words = ["lab", args.command, getattr(args, "patch_command", None), getattr(args, "trace_command", None)]
+            prog = " ".join(w for w in words if w)
+            raise _Usage(f"unrecognized arguments: {' '.join(extras)}; `{prog} --help` lists what it takes")
+    except _Usage as exc:
+        return _error(exc)
+    except SystemExit as exc:     # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     out = Console()
     try:
         return COMMANDS[args.command](args, out)
+    except KernelPanic as exc:    # at boot: there is no run to report
+        text = str(exc)
+        print(text if text.startswith("kernel panic") else f"kernel panic: {text}", file=sys.stderr)
+        return EXIT_CHECK
     except LabError as exc:
-        print(f"lab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc)
     except BrokenPipeError:
         return EXIT_OK

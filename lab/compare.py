@@ -1,11 +1,15 @@
 """compare - the consistency models side by side on one patch, workload and schedule."""
 from __future__ import annotations
 
+import os
+import pathlib
+import tempfile
 from xml.sax.saxutils import escape
 
 from rich.table import Table
 from rich.text import Text
 
+from .errors import KernelPanic, UsageError
 from .livepatch import LivepatchError, PatchState
 from .livepatch.core import MODELS
 from .system import boot
@@ -21,27 +25,40 @@ _SIGNALLING = {"kgraft", "klp"}
 
 
 def run_model(path, model, *, workload="default", seed=0, patch_at=1_000_000, signal_after=1_500_000,
-              limit=12_000_000, image=None):
-    """One model's run: boot, apply at patch_at, run until done or limit. A row of figures."""
-    system = boot(image, workload=workload, seed=seed, model=model, observe=True,
-                  signal_after=signal_after if model in _SIGNALLING else None)
-    system.run(max(patch_at - system.clock, 1))
-    loaded_at = system.clock
-    try:
-        patch = system.apply_patch(path)
-    except LivepatchError as exc:
-        return _row(model, system, None, loaded_at, refused=str(exc))
-    system.run_until_patched(limit)
-    system.run(500_000)     # a little after completion: misbehaviour shows on the console
-    return _row(model, system, patch, loaded_at)
+              limit=12_000_000, image=None, params=None):
+    """One model's run: boot, apply at patch_at, run until done or limit. A row of figures.
+    A kernel panic ends the run; the row says so (completed False, panic set)."""
+    with boot(image, workload=workload, seed=seed, model=model, observe=True, params=params,
+              signal_after=signal_after if model in _SIGNALLING else None) as system:
+        if patch_at < system.clock:
+            raise UsageError(f"--patch-at {patch_at:,} comes before the end of boot (at {system.clock:,} "
+                             "instructions since power-on); give a later instant")
+        patch = None
+        loaded_at = None
+        try:
+            system.run(patch_at - system.clock)
+            loaded_at = system.clock
+            try:
+                patch = system.apply_patch(path)
+            except LivepatchError as exc:
+                return _row(model, system, None, loaded_at, refused=str(exc))
+            system.run_until_patched(limit)
+            system.run(500_000)     # a little after completion: misbehaviour shows on the console
+        except KernelPanic as exc:
+            return _row(model, system, patch, loaded_at, panic=str(exc))
+        return _row(model, system, patch, loaded_at)
 
 
-def _row(model, system, patch, loaded_at, refused=None):
+def _row(model, system, patch, loaded_at, refused=None, panic=None):
     lp = system.livepatch
     violations = system.violations()
-    done = patch is not None and patch.state == PatchState.COMPLETE
-    if refused:
+    done = panic is None and patch is not None and patch.state == PatchState.COMPLETE
+    if panic:
+        why = panic if panic.startswith("kernel panic") else f"kernel panic: {panic}"
+    elif refused:
         why = refused
+    elif patch is None:
+        why = "not loaded"
     elif done:
         why = ""
     elif patch.state == PatchState.FAILED:
@@ -55,7 +72,7 @@ def _row(model, system, patch, loaded_at, refused=None):
         "note": MODEL_NOTES[model],
         "completed": done,
         "why_not": why or None,
-        "state": patch.state.value if patch else "refused",
+        "state": patch.state.value if patch else ("refused" if refused else "not loaded"),
         "instructions_to_complete": (patch.completed_at - loaded_at) if done else None,
         "stopped_instructions": lp.stopped_instructions,
         "stop_attempts": len(lp.stop_attempts),
@@ -63,6 +80,7 @@ def _row(model, system, patch, loaded_at, refused=None):
         "violations": len(violations),
         "user_visible": [line for line in system.console if "mismatch" in line or "failed" in line][:3],
         "digest": system.digest,
+        "panic": system.kernel.panicked,
     }
 
 
@@ -127,5 +145,14 @@ def chart_svg(rows, title="consistency models"):
 
 
 def write_chart(rows, path, title="consistency models"):
-    with open(path, "w") as f:
-        f.write(chart_svg(rows, f"consistency models on {title}"))
+    """Write the chart to path (a temporary file renamed, so no half file is left)."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(chart_svg(rows, f"consistency models on {title}"))
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

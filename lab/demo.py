@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from . import events as ev
+from .errors import UsageError
 from .image import FIRMWARE_DIR
-from .system import boot
 
 PATCH = FIRMWARE_DIR.parent / "patches" / "kgr_capable.o"
 PATCH_AT = 1_000_000
@@ -29,7 +29,11 @@ def describe(event, system):
 
 
 def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=None, record=False):
-    """Run the scenario; on_step(system, new story lines) after each step.  Returns the system."""
+    """Run the scenario; on_step(system, new story lines) after each step.  Returns the system.
+    It stops at `instructions` at the latest, which must come after PATCH_AT (the patch's load)."""
+    from .system import boot
+    if instructions <= PATCH_AT:
+        raise UsageError(f"the demo loads its patch at {PATCH_AT:,}; give more than {PATCH_AT:,} instructions")
     kwargs = {"seed": seed, "signal_after": SIGNAL_AFTER, "record": record}
     if quantum:
         kwargs["quantum"] = quantum
@@ -68,7 +72,7 @@ def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=N
     step(1)
     pad_line("transition started")
     while system.clock < instructions and (system.transition is not None or system.clock < PATCH_AT + SIGNAL_AFTER):
-        step(STEP)
+        step(min(STEP, instructions - system.clock))
     if system.transition is None:
         pad_line("transition complete")
     if system.clock < instructions:

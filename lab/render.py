@@ -22,14 +22,15 @@ class TaskTable:
                     "iterations", "switches", "sleeps in"):
             t.add_column(col, justify="right" if col in ("tid", "syscalls", "iterations", "switches") else "left")
         for task in self.report["tasks"]:
-            state = task["state"]
+            state, universe = task["state"], task["universe"]
             t.add_row(
-                str(task["tid"]), task["name"], task["kind"],
+                str(task["tid"]), Text(task["name"]), task["kind"],
                 Text(state, style=_STATE_STYLE.get(state, "")),
-                Text(task["universe"], style=_UNIVERSE_STYLE.get(task["universe"], "")),
+                # a task that has gone is in no universe
+                Text(universe or "-", style=_UNIVERSE_STYLE.get(universe, "dim")),
                 task["migrated_by"] or "",
                 str(task["syscalls"]), str(task["iterations"]), str(task["switches"]),
-                task["sleeps_in"] or "",
+                Text(task["sleeps_in"] or ""),
             )
         return t
 
@@ -64,7 +65,7 @@ class RunSummary:
         t = Table.grid(padding=(0, 2))
         t.add_column(style="bold")
         t.add_column()
-        t.add_row("workload", r["workload"])
+        t.add_row("workload", Text(r["workload"]))
         t.add_row("instructions", f"{r['instructions']:,}")
         t.add_row("seed / quantum", f"{r['seed']} / {r['quantum']:,}")
         t.add_row("events", f"{r['events']:,}")
@@ -133,7 +134,7 @@ class PatchTable:
             t.add_column(col)
         for p in self.report["patches"]:
             funcs = ", ".join(f"{f['old']} -> {f['new']}" for f in p["functions"])
-            t.add_row(p["name"], p["state"], funcs, _num(p["started_at"]), _num(p["completed_at"]))
+            t.add_row(Text(p["name"]), p["state"], Text(funcs), _num(p["started_at"]), _num(p["completed_at"]))
         return t
 
 

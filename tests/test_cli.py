@@ -69,11 +69,13 @@ def test_lab_run_workload_boots_that_workload(run_lab):
     assert "kunannotated" in [t["name"] for t in report["tasks"]]
 
 
-def test_lab_demo_json_is_a_schema_1_report(run_lab):
-    result = run_lab("demo", "--json", "--instructions", "300000")
+def test_lab_demo_json_is_a_schema_1_report_that_stops_at_its_instructions(run_lab):
+    result = run_lab("demo", "--json", "--instructions", "1.2e6")
     assert result.status == 0, result.err
     report = result.json
     assert report["schema"] == 1 and report["digest"] and report["tasks"]
+    assert report["instructions"] == 1_200_000
+    assert [p["name"] for p in report["patches"]] == ["sample_kgraft_patch"]
 
 
 @pytest.mark.parametrize("task", ["cap-user", "1"])
@@ -170,8 +172,8 @@ BAD_INPUTS = [
     (["pads", "--image", "{missing}"], "{missing}"),
     (["disasm", "no_such_function"], "'no_such_function'"),
     (["disasm", "jiffies"], "'jiffies'"),
-    (["run", "--instructions", "-5"], "--instructions: -5"),
-    (["run", "--instructions", "0"], "--instructions: 0"),
+    (["run", "--instructions", "-5"], "--instructions -5"),
+    (["run", "--instructions", "0"], "--instructions 0"),
     (["run", "--instructions", "lots"], "'lots'"),
     (["run", "--workload", "nope"], "'nope'"),
     (["run", "--seed", "abc"], "'abc'"),
