@@ -65,6 +65,9 @@ class WorkloadParam:
     description: str
 
 
+_LOADED = {}
+
+
 class Image:
     """A kernel image built for ftrace.  Open one with Image.load(path)."""
 
@@ -103,9 +106,23 @@ class Image:
 
     @classmethod
     def load(cls, path=None):
+        """The image at path (default: firmware/kernel.elf).  An image is
+        read-only once loaded, so the same file (same size and mtime) gives
+        the same Image: booting a thousand systems parses it once."""
         path = pathlib.Path(path or DEFAULT_IMAGE)
         if not path.is_file():
             raise ImageError(f"{path}: no such file; build it with `make -C firmware` or pass an existing kernel image")
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        image = _LOADED.get(key)
+        if image is None:
+            image = cls._parse(path)
+            _LOADED.clear()          # one image at a time is the common case; keep memory flat
+            _LOADED[key] = image
+        return image
+
+    @classmethod
+    def _parse(cls, path):
         with open(path, "rb") as f:
             magic = f.read(4)
         if magic != b"\x7fELF":

@@ -15,6 +15,7 @@ from .disasm import disassemble
 from .errors import KernelError, KernelPanic, MachineFault
 
 DEFAULT_QUANTUM = 20_000
+QUANTUM_MIN, QUANTUM_MAX = 1_000, 10_000_000    # a slice beyond that starves every other task
 EFAULT = 14
 SIGNAL_NAMES = {2: "SIGINT", 9: "SIGKILL", 10: "SIGUSR1", 12: "SIGUSR2", 15: "SIGTERM"}
 _STALL_CHUNK = 128          # instructions run at a time while the tick waits for IF
@@ -210,8 +211,9 @@ class Kernel:
 
     def __init__(self, image, machine, *, workload="default", seed=0, quantum=DEFAULT_QUANTUM, cmdline="",
                  replay_state=None):
-        if quantum < 1000:
-            raise KernelError(f"quantum {quantum} is too small; use at least 1000 instructions")
+        if not isinstance(quantum, int) or not QUANTUM_MIN <= quantum <= QUANTUM_MAX:
+            raise KernelError(f"quantum {quantum!r} is out of range; use {QUANTUM_MIN:,} to {QUANTUM_MAX:,} "
+                              "instructions per slice")
         image.workload(workload)  # refuses an unknown workload with the list of known ones
         self.image = image
         self.machine = machine
