@@ -30,6 +30,9 @@ def build_patch(source, output=None, cc="gcc"):
     source = pathlib.Path(source)
     if not source.is_file():
         raise BuildError(f"{source}: no such patch source")
+    if source.suffix != ".c":
+        # gcc would take any other file for linker input and, with -c, write nothing
+        raise BuildError(f"{source}: not a C source (.c); give the C source of a live patch")
     if shutil.which(cc) is None:
         raise BuildError(f"{cc} is not installed; install gcc, or use the prebuilt objects in patches/")
     output = pathlib.Path(output) if output else source.with_suffix(".o")
@@ -39,4 +42,6 @@ def build_patch(source, output=None, cc="gcc"):
     if proc.returncode != 0:
         first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip())
         raise BuildError(f"{source}: does not compile: {first}")
+    if not output.is_file():
+        raise BuildError(f"{source}: {cc} wrote no {output}; check that it is a C source")
     return output

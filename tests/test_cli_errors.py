@@ -12,6 +12,8 @@ from lab import cli
 from lab.fuzz.cmdline import FAILURE, OK, REFUSED, draw, fuzz_cmdlines, grammar
 from lab.image import FIRMWARE_DIR
 from lab.system import System
+from livepatch_helpers import build_patch  # noqa: F401  (the fixture)
+from livepatch_helpers import gcc_test
 
 PATCHES = FIRMWARE_DIR.parent / "patches"
 CAPABLE = PATCHES / "kgr_capable.o"
@@ -248,6 +250,24 @@ def test_a_bad_file_or_name_is_refused_before_boot(lab_cmd, tmp_path, argv, word
     refused(lab_cmd("run", *[str(a).format(**places) for a in argv]), *words)
 
 
+@gcc_test
+def test_a_patch_object_the_loader_would_refuse_is_refused_before_boot(lab_cmd, build_patch):
+    path = build_patch("kgr_static_direct")     # calls a static kernel function directly
+    refused(lab_cmd("run", "--patch", path), "--patch", path.name, "static")
+
+
+@gcc_test
+def test_a_patch_the_kernel_refuses_while_running_is_reported_and_the_run_exits_1(lab_cmd, build_patch):
+    path = build_patch("kgr_notrace")           # replaces schedule(), which has no pad
+    result = lab_cmd("run", "--patch", path, "--patch-at", "300000", "--instructions", "600000", "--json")
+    assert result.status == 1
+    report = json.loads(result.out)
+    assert [(p["name"], p["state"]) for p in report["patches"]] == [("kgr_notrace", "refused")]
+    assert report["instructions"] == 600_000
+    (note,) = result.lines
+    assert note.startswith(f"lab: --patch {path} was refused by the kernel:") and "schedule" in note
+
+
 def test_a_second_patch_that_never_gets_its_turn_is_named_and_the_run_exits_1(lab_cmd):
     # the first transition waits for the pipe reader, which no fake signal wakes
     result = lab_cmd("run", "--patch", CAPABLE, "--patch", CMDLINE, "--patch-at", "300000",
@@ -405,6 +425,15 @@ def test_other_commands_refuse_empty_names_and_the_wrong_kind_of_file(lab_cmd, t
     (tmp_path / "dir").mkdir()
     (tmp_path / "text.txt").write_text("not C\n")
     refused(lab_cmd(*[a.format(text=tmp_path / "text.txt", dir=tmp_path / "dir") for a in argv]), *words)
+
+
+def test_building_a_file_that_is_not_c_source_is_refused_not_claimed_built(tmp_path):
+    from lab.patchbuild import BuildError, build_patch
+    text = tmp_path / "notes.txt"
+    text.write_text("not C\n")
+    with pytest.raises(BuildError, match="not a C source"):
+        build_patch(text)
+    assert list(tmp_path.iterdir()) == [text]
 
 
 # ---- symbol names are text ----
