@@ -73,6 +73,8 @@ class Ftrace:
         self._tracers = {}     # pad address -> list of callbacks
         self._hooks = {}       # pad address -> machine hook handle
         self._tramp_area = Area(*TRAMPOLINE_AREA)
+        # the CPU only executes trampolines; the lab writes them (text_poke())
+        self.machine.read_only(TRAMPOLINE_AREA[0], TRAMPOLINE_AREA[1] - TRAMPOLINE_AREA[0])
         self._tramps = {}      # address -> (size, targets it jumps to) of every live trampoline
         self.retired = {}      # address -> size: no pad calls it any more, a task may still be inside
 

@@ -197,6 +197,11 @@ class Machine:
         self._uc.mem_protect(address, size, UC_PROT_READ | UC_PROT_EXEC)
         self.read_only_ranges = tuple(sorted(self.read_only_ranges + ((address, address + size),)))
 
+    def writable(self, address, size):
+        """Undo read_only() for address..address+size (freed module memory)."""
+        self._uc.mem_protect(address, size, UC_PROT_ALL)
+        self.read_only_ranges = tuple(r for r in self.read_only_ranges if r != (address, address + size))
+
     def in_guard_page(self, address):
         return address is not None and any(lo <= address < hi for lo, hi in self.guard_pages)
 
@@ -440,7 +445,7 @@ class Machine:
         kind = kinds.get(exc.errno, str(exc))
         address = self._bad_access[1] if self._bad_access else None
         if exc.errno == UC_ERR_WRITE_PROT and any(lo <= (address or 0) < hi for lo, hi in self.read_only_ranges):
-            kind = "write to read-only kernel text"
+            kind = "write to read-only text"
         return MachineFault(kind, rip, address)
 
     # ---- interrupts ----

@@ -27,6 +27,7 @@ import lief
 from .area import Area, AreaFull
 from .errors import ImageError
 
+_PAGE = 4096
 MODULE_AREA = (0x600000, 0x7F0000)   # trampolines live above, up to the end of RAM
 
 # ---- ELF, as <elf.h> spells it ----
@@ -454,6 +455,7 @@ class Module:
     init: int | None = None
     exit: int | None = None
     loaded: bool = True
+    read_only: int = 0                            # bytes from base mapped read-only (text, rodata)
 
     def function_at(self, address):
         for s in self.symbols.values():
@@ -462,8 +464,9 @@ class Module:
         return None
 
     def writable(self):
-        """(address, size) of the sections the module's code may write (.data, .bss)."""
-        return [(a, n) for name, (a, n) in self.sections.items() if name.startswith((".data", ".bss"))]
+        """(address, size) of what the module's code may write: everything
+        above its read-only pages (.data, .bss)."""
+        return [(self.base + self.read_only, self.size - self.read_only)] if self.size > self.read_only else []
 
     def __contains__(self, address):
         return self.base <= address < self.base + self.size
@@ -474,7 +477,7 @@ class ModuleLoader:
     reused only after the live patching core has established that nothing
     (pad, trampoline, task stack) can still reach it (Livepatch._reclaim)."""
 
-    _ALIGN = 64      # a module's base: enough for any section alignment gcc emits for the lab
+    _ALIGN = _PAGE   # a module's base: its read-only part is whole pages
 
     def __init__(self, image, machine):
         self.image = image
@@ -503,17 +506,23 @@ class ModuleLoader:
         obj = self.parse(path)
         sections, symbols = obj.sections, obj.symbols
         # 1. lay out the allocated sections
+        # Read-only sections (text, rodata) first, then, from a new page on,
+        # the writable ones: the CPU gets the first pages read-only, as
+        # Linux's module_enable_ro() maps a module's text and rodata.
         layout = {}
         cursor = 0
         align_all = self._ALIGN
-        for sec in sections:
-            if not sec.allocated or sec.size == 0:
-                continue
-            align = max(sec.align, 1)
-            align_all = max(align_all, align)
-            cursor = (cursor + align - 1) & ~(align - 1)
-            layout[sec.index] = cursor
-            cursor += sec.size
+        for writable in (False, True):
+            if writable:
+                cursor = read_only = (cursor + _PAGE - 1) & ~(_PAGE - 1)
+            for sec in sections:
+                if not sec.allocated or sec.size == 0 or bool(sec.flags & SHF_WRITE) != writable:
+                    continue
+                align = max(sec.align, 1)
+                align_all = max(align_all, align)
+                cursor = (cursor + align - 1) & ~(align - 1)
+                layout[sec.index] = cursor
+                cursor += sec.size
         size = max((cursor + 0xF) & ~0xF, 0x10)
         try:
             base = self.area.find(size, align_all)
@@ -592,7 +601,7 @@ class ModuleLoader:
 
         # 4. what the core needs: entry points, pads, section map
         sec_map = {sections[i].name: (a, sections[i].size) for i, a in layout.items()}
-        module = Module(path.stem, path, base, size, syms, sec_map)
+        module = Module(path.stem, path, base, size, syms, sec_map, read_only=read_only)
         init, exit_ = syms.get("init_module"), syms.get("cleanup_module")
         module.init = init.address if init else None
         module.exit = exit_.address if exit_ else None
@@ -607,6 +616,8 @@ class ModuleLoader:
             raise ModuleError(f"{path.name}: no init_module; declare one with module_init(fn)")
         # 5. commit: only now does anything reach emulated memory
         self.machine.write_code(base, bytes(blob))
+        if read_only:
+            self.machine.read_only(base, read_only)
         self.area.take(base, size)
         self.modules.append(module)
         self.history.append(module)
@@ -616,6 +627,8 @@ class ModuleLoader:
         """Clear the module's memory and give its range back.  The caller
         makes sure nothing can reach it any more."""
         if module.loaded:
+            if module.read_only:
+                self.machine.writable(module.base, module.read_only)
             self.machine.write_code(module.base, bytes(module.size))
             module.loaded = False
             self.area.free(module.base, module.size)

@@ -354,6 +354,11 @@ class Livepatch:
             self._finish()
 
     # ---- freeing what nothing can reach any more ----
+    @property
+    def reclaim_pending(self):
+        """Whether retired trampolines or unloaded modules still wait to be freed."""
+        return bool(self._to_free or self.ftrace.retired)
+
     def _reclaim(self):
         """Free retired trampolines and unloaded modules once no task can
         still run in them or return into them.  Upstream waits for that with
