@@ -68,6 +68,12 @@ class WorkloadParam:
 _LOADED = {}
 
 
+def _text(name):
+    """A symbol name as text: lief hands back bytes for names that are not
+    UTF-8; shown with escapes, never as a Python bytes literal."""
+    return name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+
+
 class Image:
     """A kernel image built for ftrace.  Open one with Image.load(path)."""
 
@@ -92,7 +98,7 @@ class Image:
                 kind = "object"
             else:
                 kind = "other"
-            syms.append(Symbol(s.name, s.value, s.size, kind, s.binding == lief.ELF.Symbol.BINDING.LOCAL))
+            syms.append(Symbol(_text(s.name), s.value, s.size, kind, s.binding == lief.ELF.Symbol.BINDING.LOCAL))
         self.symbols = tuple(syms)
         self._by_name = {}
         for s in syms:
