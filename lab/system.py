@@ -198,7 +198,7 @@ class System:
 
     def run_until_patched(self, limit):
         """Run until no transition (or stop-machine attempt) is in progress, at most limit instructions."""
-        return self.run(limit, until=lambda s: s.transition is None and s.livepatch._stop is None)
+        return self.run(limit, until=lambda s: s.livepatch.busy is None)
 
     def violations(self):
         """The consistency checker's verdict on this run (needs observe=True or record=True)."""

@@ -195,6 +195,22 @@ def test_every_refusal_leaves_the_state_digest_as_it_was_and_a_good_patch_still_
     assert refused >= 20
 
 
+def test_a_patch_is_refused_while_a_stop_machine_attempt_waits_to_retry():
+    with lab.boot(model="stop-machine") as system:
+        system.run(SETTLE)
+        first = system.apply_patch(ROOT / "patches" / "kgr_pipe_wait.o")
+        system.run(200_000)              # the first attempt found pipe-reader in the old function
+        assert system.transition is None and system.livepatch.busy is first
+        before = system.state_digest()
+        with pytest.raises(LivepatchError, match="the transition of 'kgr_pipe_wait' is still in progress"):
+            system.apply_patch(CAPABLE)
+        assert system.state_digest() == before
+        system.run_until_patched(10_000_000)
+        assert first.state == PatchState.FAILED and "gave up after 5 attempts" in first.reason
+        system.run(200_000)
+        assert not first.module.loaded          # a failed patch's module is freed
+
+
 # ---- oopses the kernel cannot survive ----
 
 def test_a_fault_in_a_dying_task_is_a_recursive_fault_panic():

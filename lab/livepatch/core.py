@@ -76,6 +76,18 @@ class Livepatch:
         kernel.on_hypercall("KALLSYMS_LOOKUP", self._hc_kallsyms)
         kernel.slice_hooks.append(self._after_slice)
 
+    @property
+    def busy(self):
+        """The patch whose transition is in progress, under any model (a
+        stop-machine attempt waiting to retry included), or None.  Upstream
+        refuses klp_enable_patch() with -EBUSY whenever klp_transition_patch
+        is set; every model answers here, in one place."""
+        if self.transition is not None:
+            return self.transition.patch
+        if self._stop is not None:
+            return self._stop["transition"].patch
+        return None
+
     def func_stacks(self):
         """{pad: [(patch name, new address), ...]} (klp_ops.func_stack), oldest first."""
         return {pad: [(p.name, new) for p, new in stack] for pad, stack in sorted(self._stacks.items())}
@@ -199,7 +211,7 @@ class Livepatch:
         if patch.state != PatchState.LOADING or patch.description is not None:
             # a second kgr_patch_kernel() from the same module: refused, and
             # the patch it already handed over is left exactly as it is
-            errno = EBUSY if self.transition is not None else EEXIST
+            errno = EBUSY if self.busy is not None else EEXIST
             self._log(f"'{patch.module.name}': kgr_patch_kernel() called again; the module's patch "
                       f"'{patch.name}' is already {patch.state.value}", level=3)
             return -errno
@@ -208,9 +220,9 @@ class Livepatch:
             name_ptr = self.machine.u64(ptr + self.kernel.c["KGR_PATCH_name"]) if size_ok else 0
             patch.declared_name = self.machine.guest_cstring(name_ptr, 128) if size_ok else None
             desc = self._read_description(ptr, patch.module)
-            if self.transition is not None:
+            if self.busy is not None:
                 raise Refusal(EBUSY, f"'{desc.name}': refused: the transition of "
-                                     f"'{self.transition.patch.name}' is still in progress")
+                                     f"'{self.busy.name}' is still in progress")
             if any(p.name == desc.name and p.state in (PatchState.COMPLETE, PatchState.TRANSITION)
                    for p in self.patches if p is not patch):
                 raise Refusal(EEXIST, f"'{desc.name}': a patch of that name is already applied")
@@ -228,7 +240,7 @@ class Livepatch:
 
     def _hc_unpatch(self, ptr, _b, _c):
         patch = self._patch_of_module(ptr)
-        if patch is None or patch.state != PatchState.COMPLETE or self.transition is not None:
+        if patch is None or patch.state != PatchState.COMPLETE or self.busy is not None:
             self._log(f"kgr_patch_remove({ptr:#x}): no applied patch of this module there; ignored", level=4)
             return -EINVAL
         self._requests.append(("revert", patch))
@@ -519,6 +531,7 @@ class Livepatch:
             t.patch.reason = reason
             self._log(f"'{t.patch.name}': {reason}", level=3)
             self._set_state(t.patch, PatchState.FAILED, reason)
+            self._to_free.append(t.patch.module)
             return
         st["next"] = m.clock + STOP_RETRY_INTERVAL
 
