@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     seq: int
     at: int
@@ -27,20 +27,20 @@ class Event:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Booted(Event):
     tasks: int
     kind = "booted"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContextSwitch(Event):
     prev: int
     next: int
     kind = "switch"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Interrupt(Event):
     tid: int
     user: bool
@@ -48,7 +48,7 @@ class Interrupt(Event):
     kind = "irq"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Console(Event):
     tid: int
     level: int
@@ -56,7 +56,7 @@ class Console(Event):
     kind = "console"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal(Event):
     tid: int
     sig: int
@@ -64,14 +64,14 @@ class Signal(Event):
     kind = "signal"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskExit(Event):
     tid: int
     code: int
     kind = "exit"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Oops(Event):
     tid: int
     reason: str
@@ -83,13 +83,13 @@ class Oops(Event):
     kind = "oops"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskNew(Event):
     tid: int
     kind = "task-new"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Panic(Event):
     message: str
     kind = "panic"
@@ -144,7 +144,7 @@ class EventLog:
         return len(self.events)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Migrated(Event):
     """A task (tid -1: the interrupt context) moved to the target universe."""
 
@@ -154,7 +154,7 @@ class Migrated(Event):
     kind = "migrated"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PatchEvent(Event):
     """A patch changed state (transition, complete, reverting, reverted, refused, failed)."""
 
@@ -164,7 +164,7 @@ class PatchEvent(Event):
     kind = "patch"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FuncEntry(Event):
     """A traced or patched function was entered: version old, new or traced."""
 
@@ -177,7 +177,7 @@ class FuncEntry(Event):
     observed = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SyscallEntry(Event):
     tid: int
     nr: int
@@ -185,7 +185,7 @@ class SyscallEntry(Event):
     observed = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KthreadLoop(Event):
     """A kernel thread passed the top of its loop (a unit boundary for the checker)."""
 
