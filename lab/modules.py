@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import pathlib
 import struct
+import warnings
 from dataclasses import dataclass, field
 
 import lief
 
 from .area import Area, AreaFull
 from .errors import ImageError
+from .image import PAD_BYTES, PAD_SIZE
 
 _PAGE = 4096
 MODULE_AREA = (0x600000, 0x7F0000)   # trampolines live above, up to the end of RAM
@@ -403,22 +405,28 @@ def _lief_agrees(obj):
     """Parse obj's bytes with lief and compare what it reads with what
     check_object() read; a one-line reason when they differ, else None."""
     try:
-        binary = lief.ELF.parse(list(obj.data))
-        if binary is None or not isinstance(binary, lief.ELF.Binary):
-            return "lief cannot parse it"
-        sections = [(s.name, int(s.type.value) & 0xFFFFFFFF, int(s.flags), s.offset, s.size, s.link, s.information,
-                     s.alignment, s.entry_size) for s in binary.sections]
-        symbols = [(s.name, s.value, s.size, s.shndx) for s in binary.symtab_symbols]
-        index = {(s.name, s.offset, s.size): i for i, s in enumerate(binary.sections)}
-        rels = []
-        for r in binary.relocations:
-            if r.has_section and int(r.section.flags) & SHF_ALLOC:
-                info = r.r_info(lief.ELF.Header.CLASS.ELF64)
-                rels.append((index.get((r.section.name, r.section.offset, r.section.size), -1), r.address,
-                             info & 0xFFFFFFFF, info >> 32, r.addend))
-        rels.sort()
+        with warnings.catch_warnings():   # lief warns about section types it has no name for
+            warnings.simplefilter("ignore")
+            return _lief_compare(obj)
     except Exception as exc:   # lief must not decide anything by raising
         return f"lief cannot read it ({type(exc).__name__})"
+
+
+def _lief_compare(obj):
+    binary = lief.ELF.parse(list(obj.data))
+    if binary is None or not isinstance(binary, lief.ELF.Binary):
+        return "lief cannot parse it"
+    sections = [(s.name, int(s.type.value) & 0xFFFFFFFF, int(s.flags), s.offset, s.size, s.link, s.information,
+                 s.alignment, s.entry_size) for s in binary.sections]
+    symbols = [(s.name, s.value, s.size, s.shndx) for s in binary.symtab_symbols]
+    index = {(s.name, s.offset, s.size): i for i, s in enumerate(binary.sections)}
+    rels = []
+    for r in binary.relocations:
+        if r.has_section and int(r.section.flags) & SHF_ALLOC:
+            info = r.r_info(lief.ELF.Header.CLASS.ELF64)
+            rels.append((index.get((r.section.name, r.section.offset, r.section.size), -1), r.address,
+                         info & 0xFFFFFFFF, info >> 32, r.addend))
+    rels.sort()
     mine = [(s.name, s.type, s.flags, s.offset, s.size, s.link, s.info, s.align, s.entsize) for s in obj.sections]
     for a, b in zip(sections, mine):
         if a != b:
@@ -606,11 +614,21 @@ class ModuleLoader:
         module.init = init.address if init else None
         module.exit = exit_.address if exit_ else None
         if "__mcount_loc" in sec_map:
+            # Each entry must be a pad gcc made: a 5-byte NOP at the start of
+            # a function in the module's code (Linux's ftrace_process_locs()
+            # checks the instruction it finds there before it touches it).
+            mcount = next(s for s in sections if s.name == "__mcount_loc" and s.index in layout)
+            code = [(layout[s.index], layout[s.index] + s.size) for s in sections
+                    if s.index in layout and s.flags & SHF_EXECINSTR]
             a, n = sec_map["__mcount_loc"]
             pads = []
-            for (addr,) in struct.iter_unpack("<Q", bytes(blob[a - base:a - base + n])):
+            for k, (addr,) in enumerate(struct.iter_unpack("<Q", bytes(blob[a - base:a - base + n]))):
                 func = next((f for f in local_funcs if f.kind == "func" and f.address == addr), None)
-                pads.append((addr, func.name if func else f"{addr:#x}"))
+                inside = any(lo <= addr and addr + PAD_SIZE <= hi for lo, hi in code)
+                if func is None or not inside or bytes(blob[addr - base:addr - base + PAD_SIZE]) != PAD_BYTES:
+                    raise ModuleError(f"{path.name}: {mcount.label}: entry {k} points to {addr:#x}, which is not a "
+                                      f"{PAD_SIZE}-byte NOP at the start of a function of the module; {REBUILD}")
+                pads.append((addr, func.name))
             module.pads = tuple(pads)
         if module.init is None:
             raise ModuleError(f"{path.name}: no init_module; declare one with module_init(fn)")

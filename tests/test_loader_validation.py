@@ -122,6 +122,16 @@ def mutate_rela_type(d):
     pack(d, "<Q", first_rela(".rela.text") + R_INFO, (info & ~0xFFFFFFFF) | 16)   # R_X86_64_DTPMOD64
 
 
+def mutate_mcount_mid_function(d):
+    pack(d, "<q", first_rela(".rela__mcount_loc") + 16, 0x10)   # r_addend: .text+0x10, inside kgr_new_capable
+
+
+def mutate_mcount_into_data(d):
+    info = struct.unpack_from("<Q", ORIGINAL, first_rela(".rela__mcount_loc") + R_INFO)[0]
+    data_symbol = 3   # the section symbol of .data
+    pack(d, "<Q", first_rela(".rela__mcount_loc") + R_INFO, (data_symbol << 32) | (info & 0xFFFFFFFF))
+
+
 def mutate_init_module_object(d):
     at = symbol_entry("init_module") + ST_INFO
     d[at] = (d[at] & 0xF0) | 1   # STT_OBJECT
@@ -189,6 +199,9 @@ RULES = {
                                               [label(".bss"), "past the module area"]),
     "mcount_loc not whole addresses": (sh("__mcount_loc", SH_SIZE, "<Q", 0x14),
                                        [label("__mcount_loc"), "8-byte pad addresses"]),
+    "mcount entry inside a function": (mutate_mcount_mid_function,
+                                       [label("__mcount_loc"), "entry 0", "5-byte NOP at the start of a function"]),
+    "mcount entry in data": (mutate_mcount_into_data, [label("__mcount_loc"), "entry 0", "not a 5-byte NOP"]),
     "init_module not a function": (mutate_init_module_object, [label(".text"), "init_module is not a function"]),
     "allocated section of a foreign type": (sh(".data", SH_TYPE, "<I", 0x6FFFFFF0), [label(".data"), "cannot place"]),
 }
