@@ -108,6 +108,18 @@ stop_machine_entry:
 stop_return_site:
 	jmp	restore_regs_and_return
 
+/* The reschedule IPI (Linux's scheduler_ipi()): the lab sends it to force a
+ * preemption at an exact instruction (lab run --preempt-at, the explorer). */
+	.globl reschedule_entry
+reschedule_entry:
+	pushq	$-1
+	PUSH_REGS
+	movq	%rsp, %rdi
+	call	do_reschedule_ipi
+	.globl reschedule_return_site
+reschedule_return_site:
+	jmp	restore_regs_and_return
+
 /* The one way back to an interrupted context, user or kernel.  It stands in
  * for IRETQ, which Unicorn would only execute with a GDT behind it: copy ip
  * and flags (and a scratch register) just below the target stack pointer,

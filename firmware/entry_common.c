@@ -58,6 +58,10 @@ notrace void do_syscall_64(struct pt_regs *regs)
 }
 
 int irq_depth;
+/* Preemption disabled while non-zero (one CPU: Linux's per-CPU preempt_count).
+ * The kGraft trampolines raise it around their decision, as upstream's
+ * klp_ftrace_handler() runs under preempt_disable_notrace(). */
+int preempt_count;
 u8 kgr_irq_universe;
 u8 kgr_target_universe;
 
@@ -75,15 +79,29 @@ static notrace void irq_exit(void)
 	irq_depth--;
 }
 
+static notrace void irqentry_exit(struct pt_regs *regs)
+{
+	if (user_mode(regs))
+		irqentry_exit_to_user_mode(regs);
+	else if (READ_ONCE(need_resched) && (regs->flags & X86_EFLAGS_IF) && !READ_ONCE(preempt_count))
+		preempt_schedule_irq();	/* irqentry_exit_cond_resched() */
+}
+
 notrace void do_IRQ(struct pt_regs *regs)
 {
 	irq_enter();
 	timer_interrupt(regs);
 	irq_exit();
-	if (user_mode(regs))
-		irqentry_exit_to_user_mode(regs);
-	else if (READ_ONCE(need_resched) && (regs->flags & X86_EFLAGS_IF))
-		preempt_schedule_irq();
+	irqentry_exit(regs);
+}
+
+/* A reschedule IPI: end the running task's slice now, where it stands. */
+notrace void do_reschedule_ipi(struct pt_regs *regs)
+{
+	irq_enter();
+	need_resched = 1;
+	irq_exit();
+	irqentry_exit(regs);
 }
 
 /* The stopped CPU's work, in instructions: set by the lab for each stop. */

@@ -84,6 +84,15 @@ class Oops(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Preemption(Event):
+    """A forced preemption: the reschedule IPI the lab sent at this instruction."""
+    tid: int
+    user: bool
+    rip: int
+    kind = "preempt"
+
+
+@dataclass(frozen=True, slots=True)
 class TaskNew(Event):
     tid: int
     kind = "task-new"
@@ -195,7 +204,7 @@ class KthreadLoop(Event):
     observed = True
 
 
-EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Oops, Panic,
+EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Preemption, Oops, Panic,
                                          Migrated, PatchEvent, FuncEntry, SyscallEntry, KthreadLoop)}
 
 

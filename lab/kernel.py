@@ -235,6 +235,7 @@ class Kernel:
         self.oops_count = 0
         self._next_tick = None
         self._pending_signals = []
+        self._forced = []           # instruction counts of forced preemptions still to come
         self._stall = 0
         self.slice_hooks = []      # fn() called after every slice, outside the emulator
         self.text_resolvers = []   # fn(address) -> function name or None, for text outside the image (modules)
@@ -297,7 +298,7 @@ class Kernel:
         return {
             "current": self.current, "booted": self.booted, "panicked": self.panicked,
             "oopsed": sorted(self.oopsed), "next_tick": self._next_tick, "stall": self._stall,
-            "oops_count": self.oops_count,
+            "oops_count": self.oops_count, "forced": list(self._forced),
             "pending_signals": [list(p) for p in self._pending_signals],
             "rng": _rng_to_json(self._rng.getstate()),
         }
@@ -310,6 +311,7 @@ class Kernel:
         self._next_tick = state["next_tick"]
         self._stall = state["stall"]
         self.oops_count = state.get("oops_count", len(self.oopsed))
+        self._forced = list(state.get("forced", ()))
         self._pending_signals = [tuple(p) for p in state["pending_signals"]]
         self._rng.setstate(_rng_from_json(state["rng"]))
 
@@ -325,6 +327,8 @@ class Kernel:
             self._pending_signals.append((args[0], 0, bool(args[1])))
         elif name == "fault":
             self._inject(Task(self, args[0]))
+        elif name == "preempt":
+            self._forced = sorted(set(self._forced) | set(args))
 
     def on_hypercall(self, name, handler):
         """Answer hypercall HC_<name> with handler(a, b, c); a higher layer's hook."""
@@ -403,7 +407,8 @@ class Kernel:
         sites = getattr(self, "_irq_sites", None)
         if sites is None:
             sites = self._irq_sites = {self.image.address("irq_return_site"),
-                                       self.image.address("stop_return_site")}
+                                       self.image.address("stop_return_site"),
+                                       self.image.address("reschedule_return_site")}
         return sites
 
     @property
@@ -502,6 +507,11 @@ class Kernel:
             # one: slice hooks see the CPU as the task left it (interrupts on or
             # off), and a replay starting at a keyframe taken there does the same.
             due = self._next_tick + self._stall * _STALL_CHUNK
+            if self._forced and self._forced[0] <= due:
+                if now >= self._forced[0]:
+                    self._preempt()
+                    continue
+                due = self._forced[0]
             if now >= due:
                 self._tick()
                 continue
@@ -540,6 +550,31 @@ class Kernel:
         jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
         self._next_tick = m.clock + self.quantum + jitter
 
+
+    def preempt_at(self, clocks):
+        """Force a preemption (a reschedule IPI) at each of these instruction
+        counts: the running task is interrupted there and, if it may be
+        preempted, switched out.  A schedule input, like the seed."""
+        now = self.clock
+        for at in clocks:
+            if isinstance(at, bool) or not isinstance(at, int) or at <= now:
+                raise KernelError(f"a preemption at {at!r} must be an instruction count after now ({now:,})")
+        self._action("preempt", *clocks)
+        self._forced = sorted(set(self._forced) | set(clocks))
+
+    def _preempt(self):
+        """Deliver the reschedule IPI due now; with interrupts off it stays
+        pending and is retried _STALL_CHUNK instructions later, as the tick is."""
+        m = self.machine
+        state = m.cpu_state()
+        if not state[2] & 0x200:
+            self._forced[0] = m.clock + _STALL_CHUNK
+            self._forced.sort()
+            return
+        self._forced.pop(0)
+        with m.replayable():
+            rip, user = self.interrupt(self.image.address("reschedule_entry"), state)
+        self.log.add(ev.Preemption, m.clock, tid=self.current, user=user, rip=rip)
 
     def interrupt(self, entry, state=None):
         """Interrupt the running context into entry, as the CPU does: on the

@@ -21,6 +21,7 @@ def trampoline_consts(image):
     return {
         "current_task": image.address("current_task"),
         "irq_depth": image.address("irq_depth"),
+        "preempt_count": image.address("preempt_count"),
         "kgr_irq_universe": image.address("kgr_irq_universe"),
         "TASK_kgr_universe": image.const("TASK_kgr_universe"),
     }
@@ -109,7 +110,11 @@ def test_the_trampoline_reaches_memory_only_through_a_register_never_rip_relativ
     # the absolute addresses are loaded as immediates into the register
     loaded = {int(i.operands.split(", ")[1], 16) for i in insns
               if i.mnemonic == "mov" and i.operands.startswith("r11, 0x")}
-    assert loaded == {consts["irq_depth"], consts["current_task"], consts["kgr_irq_universe"]}
+    assert loaded == {consts["irq_depth"], consts["current_task"], consts["kgr_irq_universe"],
+                      consts["preempt_count"]}
+    # the decision runs with preemption disabled: raised first, dropped on each way out
+    assert insns[1].text == "inc dword ptr [r11]"
+    assert [i.text for i in insns].count("dec dword ptr [r11]") == 2
     assert f"r11 + {consts['TASK_kgr_universe']:#x}" in memory
     # the two ways out: the new function, and the old one (or back into the original body)
     jumps = [i.operands for i in insns if i.mnemonic == "jmp"]

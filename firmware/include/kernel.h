@@ -185,6 +185,7 @@ extern struct task_struct *current_task;
 #define current current_task
 extern volatile unsigned long jiffies;
 extern int irq_depth;
+extern int preempt_count;
 extern u8 kgr_irq_universe;
 extern u8 kgr_target_universe;
 static inline bool kgr_task_in_progress(struct task_struct *p)

@@ -61,6 +61,7 @@ class Livepatch:
         self._consts = {
             "current_task": self.image.address("current_task"),
             "irq_depth": self.image.address("irq_depth"),
+            "preempt_count": self.image.address("preempt_count"),
             "kgr_irq_universe": self.image.address("kgr_irq_universe"),
             "TASK_kgr_universe": c["TASK_kgr_universe"],
         }
@@ -72,6 +73,7 @@ class Livepatch:
         kernel.on_hypercall("MODULE_START", self._hc_module_start)
         kernel.log.subscribe(self._on_event)
         self._to_free = []       # modules unloaded once nothing can reach their text
+        self._waiting = None     # a transition waiting for the grace period (_begin)
         self._last_reclaim = -RECLAIM_INTERVAL
         kernel.on_hypercall("KALLSYMS_LOOKUP", self._hc_kallsyms)
         kernel.slice_hooks.append(self._after_slice)
@@ -84,6 +86,8 @@ class Livepatch:
         is set; every model answers here, in one place."""
         if self.transition is not None:
             return self.transition.patch
+        if self._waiting is not None:
+            return self._waiting[0]
         if self._stop is not None:
             return self._stop["transition"].patch
         return None
@@ -351,6 +355,8 @@ class Livepatch:
                     self._to_free.append(patch.module)
         if self._to_free or self.ftrace.retired:
             self._reclaim()
+        if self._waiting is not None and self.transition is None and not self.ftrace.retired:
+            self._begin(*self._waiting)
         if self._stop is not None:
             self._stop_machine_step()
             return
@@ -371,14 +377,15 @@ class Livepatch:
         """Whether retired trampolines or unloaded modules still wait to be freed."""
         return bool(self._to_free or self.ftrace.retired)
 
-    def _reclaim(self):
+    def _reclaim(self, force=False):
         """Free retired trampolines and unloaded modules once no task can
         still run in them or return into them.  Upstream waits for that with
         klp_synchronize_transition() and the module's refcount; the lab
         checks it directly: every live task's RIP and, conservatively, every
-        word on its kernel stack.  Tried at most every RECLAIM_INTERVAL."""
+        word on its kernel stack.  Tried at most every RECLAIM_INTERVAL,
+        unless a transition waits for it (force)."""
         now = self.machine.clock
-        if now - self._last_reclaim < RECLAIM_INTERVAL:
+        if now - self._last_reclaim < RECLAIM_INTERVAL and not force:
             return
         self._last_reclaim = now
         words, frames = self._stack_words()
@@ -570,6 +577,21 @@ class Livepatch:
 
     # ---- transitions ----
     def _begin(self, patch, funcs, target, verb):
+        """Start a transition, or wait for the grace period first.
+
+        A trampoline of an earlier transition encodes what universe 0 and 1
+        meant then; a task preempted inside it before its decision (the
+        window before preempt_disable) would decide with the new meaning.
+        So, as upstream's klp_synchronize_transition() and ftrace's
+        RCU-tasks wait before a trampoline goes or the patch state changes
+        meaning, a transition starts only once every retired trampoline has
+        been freed: no task is inside one any more."""
+        if self.ftrace.retired:
+            self._reclaim(force=True)
+        if self.ftrace.retired:
+            self._waiting = (patch, funcs, target, verb)
+            return None
+        self._waiting = None
         t = Transition(self.kernel, patch, funcs, target, self.machine.clock)
         if self.on_transition is not None:
             self.on_transition(t)

@@ -89,7 +89,13 @@ def trampoline_source(address, consts, old_target, new_target):
         return "ret" if target is None else f"add rsp, 8\n jmp {target:#x}"
     # Absolute addresses go through r11: keystone encodes `[abs]` as
     # rip-relative (UNICORN.md); tests check every trampoline with capstone.
+    # The decision runs with preemption disabled (upstream's
+    # klp_ftrace_handler() under preempt_disable_notrace()): a tick inside
+    # it does not switch tasks, so the universe read and the jump it picks
+    # happen in one go.  `mov` leaves the flags of `test` alone.
     return f"""
+        mov r11, {consts['preempt_count']:#x}
+        inc dword ptr [r11]
         mov r11, {consts['irq_depth']:#x}
         cmp dword ptr [r11], 0
         jne irq
@@ -102,9 +108,12 @@ def trampoline_source(address, consts, old_target, new_target):
         movzx r11d, byte ptr [r11]
     decide:
         test r11d, r11d
+        mov r11, {consts['preempt_count']:#x}
         jz old
+        dec dword ptr [r11]
         {go(new_target)}
     old:
+        dec dword ptr [r11]
         {go(old_target)}
     """
 
