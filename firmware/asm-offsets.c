@@ -16,6 +16,8 @@ notrace void __used asm_offsets(void)
 	OFFSET(TASK_flags, task_struct, flags);
 	OFFSET(TASK_thread_flags, task_struct, thread_flags);
 	OFFSET(TASK_kgr_universe, task_struct, kgr_universe);
+	OFFSET(TASK_kgr_migrated_by, task_struct, kgr_migrated_by);
+	OFFSET(TASK_kgr_fake_wakeup, task_struct, kgr_fake_wakeup);
 	OFFSET(TASK_make_it_fail, task_struct, make_it_fail);
 	OFFSET(TASK_in_syscall, task_struct, in_syscall);
 	OFFSET(TASK_exit_code, task_struct, exit_code);
@@ -90,6 +92,12 @@ notrace void __used asm_offsets(void)
 	DEFINE(KGR_SAFE_TASK_KIND, KGR_SAFE_TASK);
 	DEFINE(KGR_SAFE_WORKER_KIND, KGR_SAFE_WORKER);
 	DEFINE(KGR_SAFE_IRQ_KIND, KGR_SAFE_IRQ);
+	DEFINE(KGR_SAFE_IRQ_USER_KIND, KGR_SAFE_IRQ_USER);
+	DEFINE(KGR_SAFE_FAKE_SIGNAL_KIND, KGR_SAFE_FAKE_SIGNAL);
+	DEFINE(KGR_SAFE_FORCE_KIND, KGR_SAFE_FORCE);
+	DEFINE(KGR_SAFE_STACK_CHECK_KIND, KGR_SAFE_STACK_CHECK);
+	DEFINE(KGR_SAFE_BOOT_KIND, KGR_SAFE_BOOT);
+	DEFINE(KGR_SAFE_FORK_KIND, KGR_SAFE_FORK);
 	DEFINE(USER_CS_SEL, USER_CS);
 	DEFINE(KERNEL_CS_SEL, KERNEL_CS);
 }

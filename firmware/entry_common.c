@@ -2,6 +2,7 @@
  * the exit work (reschedule, signals, the kGraft safe point) that every
  * return to user mode passes, as in Linux's kernel/entry/common.c. */
 #include "kernel.h"
+#include "kgraft.h"
 
 typedef long (*syscall_fn_t)(struct pt_regs *regs);
 extern const syscall_fn_t sys_call_table[NR_syscalls];
@@ -9,7 +10,7 @@ void do_signal(struct pt_regs *regs);
 
 /* The exit work loop.  Runs with interrupts on; the last check is made with
  * them off so nothing can slip in between it and the return to user mode. */
-static notrace void exit_to_user_mode_loop(struct pt_regs *regs)
+static notrace void exit_to_user_mode_loop(struct pt_regs *regs, int kind)
 {
 	for (;;) {
 		local_irq_save();
@@ -28,18 +29,19 @@ static notrace void exit_to_user_mode_loop(struct pt_regs *regs)
 	/* The kernel/user boundary: user threads' safe point.  kGraft checks
 	 * TIF_KGR_IN_PROGRESS among the exit work flags in the same place. */
 	if (kgr_task_in_progress(current))
-		kgr_user_safe();
+		kgr_user_safe(kind);
+	current->kgr_fake_wakeup = 0;
 }
 
 notrace void syscall_exit_to_user_mode(struct pt_regs *regs)
 {
 	current->in_syscall = 0;
-	exit_to_user_mode_loop(regs);
+	exit_to_user_mode_loop(regs, KGR_SAFE_SYSCALL_EXIT);
 }
 
 notrace void irqentry_exit_to_user_mode(struct pt_regs *regs)
 {
-	exit_to_user_mode_loop(regs);
+	exit_to_user_mode_loop(regs, KGR_SAFE_IRQ_USER);
 }
 
 notrace void do_syscall_64(struct pt_regs *regs)

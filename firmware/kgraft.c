@@ -13,6 +13,7 @@
 static notrace void kgr_mark_task_safe(int kind)
 {
 	current->kgr_universe = kgr_target_universe;
+	current->kgr_migrated_by = kind;
 	hypercall2(HC_KGR_SAFE, current->tid, kind);
 }
 
@@ -25,9 +26,14 @@ notrace void kgr_task_safe(void)
 		kgr_mark_task_safe(KGR_SAFE_TASK);
 }
 
-notrace void kgr_user_safe(void)
+/* kind: KGR_SAFE_SYSCALL_EXIT or KGR_SAFE_IRQ_USER, by the way the task
+ * is leaving the kernel; the fake signal's, when it was what ended the
+ * task's sleep on the way here. */
+notrace void kgr_user_safe(int kind)
 {
-	kgr_mark_task_safe(KGR_SAFE_SYSCALL_EXIT);
+	if (current->kgr_fake_wakeup)
+		kind = KGR_SAFE_FAKE_SIGNAL;
+	kgr_mark_task_safe(kind);
 }
 
 notrace void kgr_worker_safe(void)
@@ -42,9 +48,12 @@ notrace void kgr_freezer_safe(void)
 		kgr_mark_task_safe(KGR_SAFE_FREEZER);
 }
 
+u8 kgr_irq_migrated_by;
+
 notrace void kgr_irq_safe(void)
 {
 	kgr_irq_universe = kgr_target_universe;
+	kgr_irq_migrated_by = KGR_SAFE_IRQ;
 	hypercall2(HC_KGR_SAFE, -1, KGR_SAFE_IRQ);
 }
 

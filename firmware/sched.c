@@ -7,6 +7,7 @@
  * else can run.
  */
 #include "kernel.h"
+#include "kgraft.h"
 
 struct task_struct tasks[NR_TASKS];
 struct task_struct *current_task = &tasks[0];
@@ -189,6 +190,7 @@ static struct task_struct *task_alloc(const char *name, unsigned int flags)
 	p->flags = flags;
 	p->cred = &root_cred;
 	p->kgr_universe = kgr_target_universe;
+	p->kgr_migrated_by = system_state == SYSTEM_RUNNING ? KGR_SAFE_FORK : KGR_SAFE_BOOT;
 	p->stack_top = (unsigned long)&task_stacks[p->tid][KSTACK_SLOT / 8];
 	strscpy(p->comm, name, TASK_COMM_LEN);
 	hypercall1(HC_TASK_NEW, p->tid);

@@ -106,6 +106,8 @@ void do_signal(struct pt_regs *regs)
 	if (in_call && (ret == -ERESTARTSYS || ret == -ERESTARTNOHAND || ret == -ERESTARTNOINTR)) {
 		restart_syscall(regs);
 		regs->orig_ax = -1UL;
+		/* the sleep ended for no real signal: kGraft's fake signal did it */
+		current->kgr_fake_wakeup = 1;
 	}
 }
 

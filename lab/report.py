@@ -16,15 +16,15 @@ def _universe(system, task):
         return None, None, None      # gone: no transition waits for it
     if t is None:
         return "old", None, None
-    if task.is_idle:
-        # not tracked (kGraft walks for_each_process_thread, which skips it)
-        return "new", None, None
-    if getattr(t, "boot", False):
-        return "new", t.started_at, "boot"
+    # the universe and why the task got there, as the guest keeps them
+    at_target = task.kgr_universe == t.target
+    if not at_target:
+        return "old", None, None
     mig = t.migrated.get(task.tid)
-    at_target = t.universe_of(task) == t.target
-    return ("new" if at_target else "old"), (mig.at if mig and at_target else None), \
-        (mig.by if mig and at_target else None)
+    by = t.migrated_by(task.tid)
+    if by in ("boot", "fork"):
+        return "new", None, by       # born in it: created after the patch was applied
+    return "new", (mig.at if mig else None), (by if mig else None)
 
 
 def task_record(system, task):

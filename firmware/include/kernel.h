@@ -139,7 +139,11 @@ struct task_struct {
 	u8 kgr_universe;
 	u8 make_it_fail;            /* fault injection, as Linux's task->make_it_fail */
 	u8 in_syscall;
-	u8 pad0;
+	/* kGraft: why the task last moved (KGR_SAFE_*), written where it moved;
+	 * and whether its last sleep was ended by the fake signal */
+	u8 kgr_migrated_by;
+	u8 kgr_fake_wakeup;
+	u8 pad0[3];
 	int exit_code;
 	unsigned long sig_pending;  /* bitmask of real, queued signals */
 	struct k_sigaction sighand[NSIG];
@@ -303,7 +307,7 @@ unsigned long kallsyms_lookup_name(const char *name);
 bool try_to_freeze(void);
 void kgr_task_safe(void);
 void kgr_irq_safe(void);
-void kgr_user_safe(void);
+void kgr_user_safe(int kind);
 void timer_interrupt(struct pt_regs *regs);
 void check_fault_injection(void);
 const char *cmdline_get(const char *key);

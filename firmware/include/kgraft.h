@@ -7,7 +7,13 @@
 #define KGR_SAFE_FREEZER      2
 #define KGR_SAFE_TASK         3   /* kgr_task_safe() */
 #define KGR_SAFE_WORKER       4   /* the kthread_worker loop */
-#define KGR_SAFE_IRQ          5   /* interrupt exit */
+#define KGR_SAFE_IRQ          5   /* interrupt exit (the interrupt context's own flag) */
+#define KGR_SAFE_IRQ_USER     6   /* a return from an interrupt to user mode */
+#define KGR_SAFE_FAKE_SIGNAL  7   /* the exit path, after the fake signal ended the task's sleep */
+#define KGR_SAFE_FORCE        8   /* moved by force (the lab's kgr_force / klp force) */
+#define KGR_SAFE_STACK_CHECK  9   /* switched by the klp model's stack check */
+#define KGR_SAFE_BOOT        10   /* created after a patch applied at boot: born in its universe */
+#define KGR_SAFE_FORK        11   /* created during a transition: born in the target universe */
 
 struct kgr_patch_fun {
 	const char *name;        /* the function to replace, by symbol name */

@@ -7,7 +7,7 @@ from .. import events as ev
 from ..errors import LabError
 from ..ftrace import FtraceError
 from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
-from .transition import IRQ, SAFE_POINT_NAMES, Transition
+from .transition import IRQ, Transition
 
 ENOENT, EAGAIN, EFAULT, EBUSY, EEXIST, EINVAL = 2, 11, 14, 16, 17, 22
 
@@ -65,7 +65,6 @@ class Livepatch:
             "kgr_irq_universe": self.image.address("kgr_irq_universe"),
             "TASK_kgr_universe": c["TASK_kgr_universe"],
         }
-        self._safe_kinds = {c[k]: v for k, v in SAFE_POINT_NAMES.items()}
         kernel.on_hypercall("KGR_PATCH", self._hc_patch)
         kernel.on_hypercall("KGR_UNPATCH", self._hc_unpatch)
         kernel.on_hypercall("KGR_SAFE", self._hc_safe)
@@ -330,7 +329,7 @@ class Livepatch:
         t = self.transition
         if t is None:
             return
-        mig = t.record_safe_point(tid, self._safe_kinds.get(kind, f"kind-{kind}"), self.machine.clock)
+        mig = t.record_safe_point(tid, self.machine.clock)
         self.kernel.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe)
 
     def _hc_kallsyms(self, name_ptr, _b, _c):
@@ -455,8 +454,7 @@ class Livepatch:
         if self.on_transition is not None:
             self.on_transition(t)
         t.start()
-        t.force(self.machine.clock)
-        t.migrated = {}
+        t.force(self.machine.clock, by=None)
         self.transition = t
         self._log(f"'{patch.name}': starting patching transition")
         self._finish()
@@ -524,8 +522,7 @@ class Livepatch:
             for pad, (_old, new) in t.funcs.items():
                 self.ftrace.set_jmp(pad, new)
             t.start()
-            t.force(m.clock)
-            t.migrated = {}
+            t.force(m.clock, by=None)
             self._stop = None
             self.transition = t
             self._log(f"'{t.patch.name}': all stacks clean after {st['attempts']} attempt(s); switched")
@@ -571,8 +568,7 @@ class Livepatch:
                 continue
             _frames, why = self._blocker(task, ranges, require_reliable=True)
             if why is None:
-                self.machine.set_u8(task._field("kgr_universe"), t.target)
-                mig = t.record_safe_point(task.tid, "stack-check", self.machine.clock)
+                mig = t.switch(task, "stack-check", self.machine.clock)
                 self.kernel.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe)
 
     # ---- transitions ----
@@ -639,8 +635,7 @@ class Livepatch:
         if not self.kernel.booted:
             # applied from start_kernel(): no task exists yet, every later one
             # starts in the new universe
-            t.force(self.machine.clock)
-            t.migrated = {}
+            t.force(self.machine.clock, by=None)
             self._finish(boot=True)
 
     def _finish(self, boot=False):

@@ -5,12 +5,20 @@ from dataclasses import dataclass
 
 from ..kernel import TaskState
 
+# Why a task moved, as the guest records it in the task struct
+# (kgr_migrated_by) where it moves: the KGR_SAFE_* kinds of kgraft.h.
 SAFE_POINT_NAMES = {
     "KGR_SAFE_SYSCALL_EXIT_KIND": "syscall-exit",
     "KGR_SAFE_FREEZER_KIND": "freezer",
     "KGR_SAFE_TASK_KIND": "kgr-task-safe",
     "KGR_SAFE_WORKER_KIND": "kthread-worker",
     "KGR_SAFE_IRQ_KIND": "irq-exit",
+    "KGR_SAFE_IRQ_USER_KIND": "irq-exit-to-user",
+    "KGR_SAFE_FAKE_SIGNAL_KIND": "fake-signal",
+    "KGR_SAFE_FORCE_KIND": "force",
+    "KGR_SAFE_STACK_CHECK_KIND": "stack-check",
+    "KGR_SAFE_BOOT_KIND": "boot",
+    "KGR_SAFE_FORK_KIND": "fork",
 }
 IRQ = -1   # the interrupt context, which keeps its own universe flag
 
@@ -44,6 +52,9 @@ class Transition:
         self._c = kernel.c
         self._target_addr = kernel.image.address("kgr_target_universe")
         self._irq_addr = kernel.image.address("kgr_irq_universe")
+        self._irq_by_addr = kernel.image.address("kgr_irq_migrated_by")
+        self._kinds = {kernel.c[k]: v for k, v in SAFE_POINT_NAMES.items()}
+        self._kind_of = {v: kernel.c[k] for k, v in SAFE_POINT_NAMES.items()}
 
     @property
     def patching(self):
@@ -58,31 +69,50 @@ class Transition:
                 if not t.is_idle and t.state not in (TaskState.DEAD, TaskState.UNUSED)]
 
     def universe_of(self, task):
-        return self.kernel.machine.u8(task._field("kgr_universe"))
+        return task.kgr_universe
+
+    def migrated_by(self, tid):
+        """Why the task (or the interrupt context) last moved, read from guest memory."""
+        m = self.kernel.machine
+        raw = m.u8(self._irq_by_addr) if tid == IRQ else m.u8(self.kernel.task(tid)._field("kgr_migrated_by"))
+        return self._kinds.get(raw)
+
+    def _set_by(self, tid, name):
+        m = self.kernel.machine
+        if tid == IRQ:
+            m.set_u8(self._irq_by_addr, self._kind_of[name])
+        else:
+            m.set_u8(self.kernel.task(tid)._field("kgr_migrated_by"), self._kind_of[name])
+
+    def switch(self, task, name, at):
+        """Move a task from outside it (the klp model's stack check): the
+        universe and the reason are written where the guest keeps them."""
+        m = self.kernel.machine
+        m.set_u8(task._field("kgr_universe"), self.target)
+        self._set_by(task.tid, name)
+        return self.record_safe_point(task.tid, at)
 
     def irq_universe(self):
         return self.kernel.machine.u8(self._irq_addr)
 
     def start(self):
         """Put every task in the universe it leaves, then set the target:
-        from here on each task moves at its own safe point."""
+        from here on each task moves at its own safe point.  The idle task
+        too: it moves in its idle loop, as upstream's do_idle() calls
+        klp_update_patch_state(); kGraft does not wait for it."""
         m = self.kernel.machine
         leave = 1 - self.target
         for t in self.kernel.tasks:
-            if t.is_idle:
-                m.set_u8(t._field("kgr_universe"), self.target)
-            elif t.state not in (TaskState.DEAD, TaskState.UNUSED):
+            if t.state not in (TaskState.DEAD, TaskState.UNUSED):
                 m.set_u8(t._field("kgr_universe"), leave)
         m.set_u8(self._irq_addr, leave)
         m.set_u8(self._target_addr, self.target)
 
-    def record_safe_point(self, tid, kind_name, at):
-        """A task (or the interrupt context) passed a safe point and moved."""
+    def record_safe_point(self, tid, at):
+        """A task (or the interrupt context) moved; why is what the guest
+        wrote where it moved."""
         tid = IRQ if tid in (-1, 0xFFFFFFFFFFFFFFFF) else tid
-        by = kind_name
-        if tid in self.signalled and kind_name != "irq-exit":
-            by = "fake-signal"
-        mig = Migration(tid, at, by, self.target)
+        mig = Migration(tid, at, self.migrated_by(tid) or "unknown", self.target)
         self.migrated[tid] = mig
         return mig
 
@@ -112,15 +142,21 @@ class Transition:
         self.migrated = {}
         self.signalled = set()
 
-    def force(self, at):
-        """Move every pending task (and the interrupt context) at once."""
+    def force(self, at, by="force"):
+        """Move every pending task (and the interrupt context) at once.
+        by=None: a model that switches everything at once (immediate,
+        stop-machine, boot) and records no per-task move."""
         m = self.kernel.machine
         moved = []
         for t in self.pending():
             m.set_u8(t._field("kgr_universe"), self.target)
-            self.migrated[t.tid] = Migration(t.tid, at, "force", self.target)
+            if by:
+                self._set_by(t.tid, by)
+                self.migrated[t.tid] = Migration(t.tid, at, by, self.target)
             moved.append(t.tid)
         if self.irq_universe() != self.target:
             m.set_u8(self._irq_addr, self.target)
-            self.migrated[IRQ] = Migration(IRQ, at, "force", self.target)
+            if by:
+                self._set_by(IRQ, by)
+                self.migrated[IRQ] = Migration(IRQ, at, by, self.target)
         return moved
