@@ -1,11 +1,17 @@
 """checker - proves a run consistent, or shows where it was not.
 
-A unit of work runs between two safe points: a system call (from one entry of
-a task to its next), an interrupt (from its delivery to the next one: they do
-not nest), or one iteration of a kernel thread's loop (between two passes of
-try_to_freeze(), kgr_task_safe() or the kthread_worker loop).  A unit that
-entered both the old and the new version of functions of one patch mixed the
-two universes: that is a violation, whatever the consistency model promised.
+Two rules, each a violation whatever the consistency model promised:
+
+- mixed: a unit of work runs between two safe points: a system call (from
+  one entry of a task to its next), an interrupt (from its delivery to the
+  next one: they do not nest), or one iteration of a kernel thread's loop.  A
+  unit that entered both the old and the new version of functions of one
+  patch mixed the two universes.
+- on-stack: the invariant upstream's consistency model rests on
+  (klp_check_stack()): when a task (or the interrupt context) switches
+  universe, no function the transition switches, old or new, is on its
+  stack.  A task that moves with one on its stack returns into code of the
+  universe it left.
 """
 from __future__ import annotations
 
@@ -21,9 +27,10 @@ class Violation:
     start: int          # instruction the unit began at
     end: int | None     # instruction the next unit began at (None: still open at the end)
     patch: str
-    old: tuple          # (function, at) entries of old versions
+    old: tuple          # (function, at) entries of old versions; on-stack: the functions found
     new: tuple          # (function, at) entries of new versions
     first_mixed_at: int
+    rule: str = "mixed"     # "mixed" or "on-stack"
 
     def to_dict(self, names=None):
         return {
@@ -31,7 +38,7 @@ class Violation:
             "task": (names or {}).get(self.tid, "interrupts" if self.tid == -1 else str(self.tid)),
             "unit": self.unit, "start": self.start, "end": self.end, "patch": self.patch,
             "old": sorted({f for f, _ in self.old}), "new": sorted({f for f, _ in self.new}),
-            "first_mixed_at": self.first_mixed_at,
+            "first_mixed_at": self.first_mixed_at, "rule": self.rule,
         }
 
 
@@ -64,7 +71,21 @@ def check(events):
                 violations.append(Violation(key, unit.kind, unit.start, end, patch, old, new, first))
 
     kinds = {}
+    switching = {}        # the transition in progress: patch -> names of the functions it switches
     for e in events:
+        if isinstance(e, ev.TransitionStart):
+            switching = {e.patch: set(e.functions)}
+            continue
+        if isinstance(e, ev.PatchEvent) and e.state in ("complete", "reverted", "failed"):
+            switching.pop(e.name, None)
+            continue
+        if isinstance(e, ev.Migrated) and e.stack:
+            for patch, names in switching.items():
+                found = tuple((n, e.at) for n in e.stack if n in names)
+                if found:
+                    violations.append(Violation(e.tid, "switch", e.at, e.at, patch, found, (), e.at,
+                                                rule="on-stack"))
+            continue
         if isinstance(e, ev.SyscallEntry):
             close(e.tid, e.at)
             open_units[e.tid] = _Unit("syscall", e.at)

@@ -152,6 +152,23 @@ class EventLog:
     def __len__(self):
         return len(self.events)
 
+    def __deepcopy__(self, memo):
+        """A log that goes on from the same point (a snapshot's): the events
+        are frozen and shared, the list is copied; the running digest is a
+        hashlib object, which copy.deepcopy cannot copy, so it is .copy()'d."""
+        import copy
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k == "events":
+                v = list(v)
+            elif k == "_hash":
+                v = v.copy()
+            else:
+                v = copy.deepcopy(v, memo)
+            new.__dict__[k] = v
+        return new
+
 
 @dataclass(frozen=True, slots=True)
 class Migrated(Event):
@@ -160,7 +177,18 @@ class Migrated(Event):
     tid: int
     by: str
     universe: int
+    stack: tuple = ()       # the functions on its stack as it moved, innermost first (the checker's klp_check_stack())
     kind = "migrated"
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionStart(Event):
+    """A transition really started (after its grace period): every function it switches, old and new."""
+
+    patch: str
+    target: int
+    functions: tuple        # names: the patched functions, their current and their next versions
+    kind = "transition-start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +232,7 @@ class KthreadLoop(Event):
     observed = True
 
 
-EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Preemption, Oops, Panic,
+EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Preemption, Oops, Panic, TransitionStart,
                                          Migrated, PatchEvent, FuncEntry, SyscallEntry, KthreadLoop)}
 
 

@@ -152,7 +152,7 @@ class Task:
             return []
         return self.unwind(limit)[0]
 
-    def unwind(self, limit=32):
+    def unwind(self, limit=32, interrupt_only=False):
         """(kernel frames innermost first, reliable) for this task, running
         or not.  An interrupt frame on the way makes the stack unreliable, as
         upstream's reliable unwinder says: the interrupted function may not
@@ -165,6 +165,9 @@ class Task:
             if img.in_user(regs["rip"]):
                 return [], True
             frames, rbp = [regs["rip"]], regs["rbp"]
+            caller = self._frameless_caller(regs)
+            if caller is not None:
+                frames.append(caller)
         elif self.state in (TaskState.UNUSED, TaskState.DEAD):
             return [], True
         else:
@@ -175,6 +178,8 @@ class Task:
         while len(frames) < limit and lo <= rbp < hi - 16:
             ret = m.u64(rbp + 8)
             if ret in returns:
+                if interrupt_only:
+                    break        # the interrupt context's own frames end at its entry
                 regs_at = rbp + 16
                 cs = m.u64(regs_at + k.c["PT_REGS_ip"] + 8)
                 if cs & 3:
@@ -193,6 +198,23 @@ class Task:
             frames.append(ret)
             rbp = m.u64(rbp)
         return frames, reliable
+
+    def _frameless_caller(self, regs):
+        """gcc gives leaf functions no frame, even with frame pointers on:
+        when RIP is in one that has pushed nothing so far, the return
+        address into its caller is at [rsp], and the frame chain would skip
+        that caller.  None when the function keeps a frame or pushed."""
+        k, m = self._k, self._m
+        rip, rsp = regs["rip"], regs["rsp"]
+        func = k.image.function_at(rip)
+        if func is None or not (self.stack_top - k.c["KSTACK_SIZE_BYTES"] <= rsp < self.stack_top):
+            return None
+        for insn in disassemble(m.read(func.address, rip - func.address), func.address):
+            if insn.mnemonic in ("push", "call", "enter") or (insn.mnemonic == "sub" and
+                                                              insn.operands.startswith("rsp")):
+                return None
+        ret = m.u64(rsp)
+        return ret if k.function_name(ret) is not None else None
 
     def sleeps_in(self):
         """The function a sleeping task waits in: the first frame that is not the scheduler's."""

@@ -330,7 +330,31 @@ class Livepatch:
         if t is None:
             return
         mig = t.record_safe_point(tid, self.machine.clock)
-        self.kernel.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe)
+        self._log_migrated(mig)
+
+    def _log_start(self, t):
+        """Which functions this transition switches, by name: the checker's
+        stack rule looks for them on the stack of every task that moves."""
+        k = self.kernel
+        names = set()
+        for pad, (old, new) in t.funcs.items():
+            names.add(k.function_name(pad))
+            for target in (old, new):
+                if target is not None:
+                    names.add(k.function_name(target))
+        k.log.add(ev.TransitionStart, self.machine.clock, patch=t.patch.name, target=t.target,
+                  functions=tuple(sorted(n for n in names if n)))
+
+    def _log_migrated(self, mig):
+        """The move, with the functions on the stack of what moved (the
+        interrupt context: up to its entry), for the checker's stack rule."""
+        k = self.kernel
+        if mig.tid == IRQ:
+            frames, _ = k.task(k.current).unwind(64, interrupt_only=True)
+        else:
+            frames, _ = k.task(mig.tid).unwind(64)
+        names = tuple(n for n in (k.function_name(a) for a in frames) if n)
+        k.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe, stack=names)
 
     def _hc_kallsyms(self, name_ptr, _b, _c):
         name = self.machine.guest_cstring(name_ptr, 128)
@@ -569,7 +593,7 @@ class Livepatch:
             _frames, why = self._blocker(task, ranges, require_reliable=True)
             if why is None:
                 mig = t.switch(task, "stack-check", self.machine.clock)
-                self.kernel.log.add(ev.Migrated, self.machine.clock, tid=mig.tid, by=mig.by, universe=mig.universe)
+                self._log_migrated(mig)
 
     # ---- transitions ----
     def _begin(self, patch, funcs, target, verb):
@@ -607,6 +631,7 @@ class Livepatch:
         for pad, tramp in tramps.items():
             self.ftrace.set_call(pad, tramp)
         self.transition = t
+        self._log_start(t)
         self._log(f"'{patch.name}': starting {verb} transition")
         return t
 
@@ -734,7 +759,7 @@ class Livepatch:
         state = "patched" if t.target == 1 else "unpatched"
         self._log(f"'{t.patch.name}': forcing remaining tasks to the {state} state", level=4)
         for tid in t.force(self.machine.clock):
-            self.kernel.log.add(ev.Migrated, self.machine.clock, tid=tid, by="force", universe=t.target)
+            self._log_migrated(t.migrated[tid])
         t.patch.forced = True
         if "LIVEPATCH_FORCED" not in self.taints:
             self.taints.append("LIVEPATCH_FORCED")

@@ -1,0 +1,81 @@
+"""The checker's two rules: no unit of work mixes old and new code of a patch
+(mixed), and no task switches universe with a function of the transition on
+its stack (on-stack, upstream's klp_check_stack())."""
+from __future__ import annotations
+
+from lab import events as ev
+from lab.checker import check
+from lab.livepatch import PatchState
+
+from livepatch_helpers import CAPABLE, LIMIT, PIPE_WAIT, PROTO_PAIR, completed, patched
+
+
+def rules(violations):
+    return sorted({(v.rule, v.patch) for v in violations})
+
+
+def test_every_move_records_the_functions_on_the_stack_of_what_moved():
+    system, _patch = completed(PIPE_WAIT, observe=True)
+    moves = [e for e in system.events if isinstance(e, ev.Migrated)]
+    reader = system.task("pipe-reader").tid
+    (move,) = [e for e in moves if e.tid == reader]
+    assert move.by == "fake-signal"
+    assert "exit_to_user_mode_loop" in move.stack and "pipe_wait_readable" not in move.stack
+    irq = [e for e in moves if e.tid == -1]
+    assert irq and "do_IRQ" in irq[0].stack and irq[0].stack[-1] != "pipe_wait_readable"
+    start = next(e for e in system.events if isinstance(e, ev.TransitionStart))
+    assert set(start.functions) == {"pipe_wait_readable", "kgr_pipe_wait_readable"}
+    assert system.violations() == []
+
+
+def test_a_task_switched_while_sleeping_in_the_old_function_is_an_on_stack_violation(monkeypatch):
+    # the klp model with its stack check broken: it switches the sleeper in place
+    from lab.livepatch.core import Livepatch
+    monkeypatch.setattr(Livepatch, "_blocker", lambda self, task, ranges, require_reliable: ([], None))
+    system, patch = patched(PIPE_WAIT, model="klp", observe=True)
+    system.run_until_patched(LIMIT)
+    assert patch.state == PatchState.COMPLETE
+    found = system.violations()
+    assert ("on-stack", "kgr_pipe_wait") in rules(found)
+    v = next(v for v in found if v.rule == "on-stack")
+    assert v.tid == system.task("pipe-reader").tid and ("pipe_wait_readable", v.start) in v.old
+
+
+def test_the_klp_model_with_its_stack_check_has_no_violation():
+    system, patch = patched(PIPE_WAIT, model="klp", observe=True, signal_after=300_000)
+    system.run_until_patched(LIMIT)
+    assert patch.state == PatchState.COMPLETE and system.violations() == []
+
+
+def test_forcing_a_sleeper_out_of_the_old_function_is_flagged():
+    system, patch = patched(PIPE_WAIT, observe=True)
+    system.run(600_000)
+    assert [t.name for t, _ in system.livepatch.pending()] == ["pipe-reader"]
+    system.force()
+    assert ("on-stack", "kgr_pipe_wait") in rules(system.violations())
+
+
+def test_the_immediate_model_mixes_the_prototype_pair():
+    system, patch = patched(PROTO_PAIR, model="immediate", observe=True)
+    system.run(3_000_000)
+    assert ("mixed", "kgr_proto_pair") in rules(system.violations())
+
+
+def test_the_rules_apply_to_a_transition_only_while_it_runs():
+    events = [
+        ev.TransitionStart(0, 10, patch="p", target=1, functions=("f", "new_f")),
+        ev.Migrated(1, 20, tid=3, by="syscall-exit", universe=1, stack=("g", "f")),
+        ev.PatchEvent(2, 30, name="p", state="complete"),
+        ev.Migrated(3, 40, tid=4, by="syscall-exit", universe=1, stack=("f",)),
+    ]
+    (v,) = check(events)
+    assert (v.rule, v.tid, v.old) == ("on-stack", 3, (("f", 20),))
+    assert check(events[:1] + events[2:]) == []
+    assert check([events[0], ev.Migrated(1, 20, tid=3, by="x", universe=1, stack=("g", "h"))]) == []
+
+
+def test_kgraft_on_every_bundled_patch_has_no_violation():
+    for path in (CAPABLE, PIPE_WAIT, PROTO_PAIR):
+        system, patch = completed(path, observe=True)
+        system.run(500_000)
+        assert system.violations() == [], path.name
