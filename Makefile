@@ -14,6 +14,10 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
+# the referee's long fuzz run: 10,000 patch mutants, 300 damaged traces, every bad command line
+fuzz: $(VENV)/.installed
+	$(BIN)/python -m lab.fuzz --patches 10000 --traces 300 --cmdlines 1000
+
 firmware:
 	$(MAKE) -C firmware
 
@@ -34,4 +38,4 @@ $(VENV)/.installed-test: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) firmware/build
 
-.PHONY: demo test bench firmware notebooks clean
+.PHONY: demo test bench fuzz firmware notebooks clean
