@@ -43,6 +43,15 @@ static void setup_default(void)
 	start_kworker();
 }
 
+/* Mostly sleepers: the CPU is idle most of the time, so the idle task runs
+ * its loop (and its safe point) often. */
+static void setup_quiet(void)
+{
+	user_task_create(user_reader_main, "pipe-reader");
+	start_kfreezerd();
+	start_kannotated();
+}
+
 static void setup_unannotated(void)
 {
 	setup_default();
@@ -94,6 +103,10 @@ const struct workload workloads[] = {
 	{ "unannotated",
 	  "default plus kunannotated, a non-freezable kthread with no kgr_task_safe()",
 	  setup_unannotated },
+	{ "quiet",
+	  "pipe-reader, kfreezerd and kannotated: the CPU is mostly idle, "
+	  "so the idle task runs its loop and moves at its safe point there",
+	  setup_quiet },
 	{ "hammer",
 	  "nr_hammer=N user tasks (default 6) calling sethostname() in a tight loop, "
 	  "pipe-reader and kfreezerd",

@@ -361,3 +361,25 @@ def test_a_task_sleeping_in_a_replacement_function_is_reported_sleeping_in_it():
     system.run(SETTLE)
     pending = {t.name: where for t, where in system.livepatch.pending()}
     assert pending["pipe-reader"] is not None and "kgr_pipe_wait_readable" in pending["pipe-reader"]
+
+
+# ---- the interrupt context and the idle task move at their own safe points ----
+
+def test_the_transition_does_not_complete_while_the_interrupt_context_is_in_the_old_universe():
+    system, patch = patched(CAPABLE)
+    t = system.transition
+    for task in t.pending():              # every task moved, the interrupt context not yet
+        t.switch(task, "force", system.clock)
+    assert t.pending() == [] and t.irq_universe() != t.target
+    assert not t.complete()
+    system.run(200_000)                   # the next interrupt exit moves it
+    assert patch.state == PatchState.COMPLETE
+    assert system.report()["interrupts"]["migrated_by"] == "irq-exit"
+
+
+def test_the_idle_task_moves_in_its_own_idle_loop():
+    system, patch = patched(CAPABLE, workload="quiet", signal_after=300_000)
+    system.run_until_patched(LIMIT)
+    idle = system.report()["tasks"][0]
+    assert (idle["name"], idle["universe"], idle["migrated_by"]) == ("swapper/0", "new", "kgr-task-safe")
+    assert patch.started_at <= idle["migrated_at"] <= patch.completed_at
