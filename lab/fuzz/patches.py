@@ -52,7 +52,7 @@ import traceback
 from ..errors import KernelPanic, LabError
 from ..image import FIRMWARE_DIR, PAD_BYTES, PAD_SIZE
 from ..livepatch import InitHung
-from ..modules import SHF_ALLOC, SHT_RELA, check_object
+from ..modules import SHF_ALLOC, SHT_RELA, SHT_SYMTAB, check_object
 
 PATCHES_DIR = FIRMWARE_DIR.parent / "patches"
 BAD_DIR = PATCHES_DIR / "bad"
@@ -141,7 +141,7 @@ class _Base:
         self.obj = obj
         shoff = struct.unpack_from("<Q", self.data, 40)[0]
         self.shdrs = [(s, shoff + s.index * 64) for s in obj.sections]
-        symtab = next(s for s in obj.sections if s.type == 2)
+        symtab = next(s for s in obj.sections if s.type == SHT_SYMTAB)
         self.syms = [(s, symtab.offset + s.index * 24) for s in obj.symbols[1:]]
         self.relas = []
         for s in obj.sections:
