@@ -65,7 +65,7 @@ def test_a_bad_patch_gets_the_outcome_linux_would_give_it(runner, path):
 
 def test_every_bad_patch_has_an_expected_outcome_and_a_line_saying_what_linux_does():
     assert len(BAD) >= 40
-    assert {p.stem for p in BAD} == set(fuzz.EXPECTED)
+    assert {p.stem for p in BAD} <= set(fuzz.EXPECTED)
     for path in BAD:
         first = path.with_suffix(".c").read_text().splitlines()[0]
         assert first.startswith("/* ") and first.endswith(" */") and "Linux" in first, path.name

@@ -103,7 +103,7 @@ EXPECTED = {
     "printk_bad_pointer": _REFUSED, "printk_null_format": _REFUSED,
     "remove_never_patched": {"applied", "refused"}, "remove_in_transition": _APPLIED,
     "writes_target_universe": {"applied", "refused"}, "patch_then_modify": _APPLIED,
-    "replacement_wrong_prototype": {"applied", "panic"},
+    "replacement_wrong_prototype": {"applied", "panic"}, "raw_hypercall": _REFUSED,
 }
 
 MUTATIONS = ("flip", "bytes", "header", "section-header", "symbol", "relocation", "text", "data", "kgr-patch")
@@ -548,6 +548,9 @@ def fuzz_patches(n, seed=0, progress=None, budget=DEFAULT_BUDGET, *, corpus_case
         if r["outcome"] == "panic":
             panics[r["detail"]] = panics.get(r["detail"], 0) + 1
     failures = [r for r in results if r["outcome"] in FAILURES]
+    for r in failures:
+        r["why"] = f"{r['outcome']}: {r['case']} ({r['base']}; {r['mutation']}): {r['detail']}"
+        r["reproducer"] = _reproducer(r)
     if save_failures:
         out = pathlib.Path(save_failures)
         out.mkdir(parents=True, exist_ok=True)
