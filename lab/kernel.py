@@ -268,6 +268,7 @@ class Kernel:
         self._guard_stacks()
         start, end = self.image.address("_stext"), self.image.address("__end_rodata")
         self.machine.read_only(start, end - start)
+        self.machine.hypercall_text = (start, self.image.address("_etext"))
         if replay_state is None:
             self._boot()
         else:

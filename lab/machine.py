@@ -107,6 +107,7 @@ class Machine:
         self.answers = None         # {clock: answer} while a trace replays
         self.guard_pages = ()       # (start, end) ranges the CPU may not touch (stack guards)
         self.halted = False         # the last slice ended on a hlt
+        self.hypercall_text = (0, 2**64)   # where hypercalls may come from (the kernel sets its text)
         self.read_only_ranges = ()  # kernel text and rodata: the CPU may not write them
         self.closed = False
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
@@ -295,6 +296,17 @@ class Machine:
             return
         number = value & 0xFFFFFFFF
         handler = self.hypercalls.get(number)
+        lo, hi = self.hypercall_text
+        rip = uc.reg_read(X.UC_X86_REG_RIP)
+        if not lo <= rip < hi or (handler is None and self.answers is None):
+            # only the kernel's own code talks to the lab (a module goes through
+            # kgr_patch_kernel() and the rest): anything else is a fault of the
+            # running context, as a privileged instruction would be
+            why = "a hypercall from outside the kernel's text" if not lo <= rip < hi else \
+                f"an unknown hypercall {number}"
+            self._exception = why
+            uc.emu_stop()
+            return
         if self.answers is not None:
             # replaying: the recorded answer, whoever gave it; the kernel's own
             # handlers still run (they only record)
@@ -305,8 +317,6 @@ class Machine:
             if ret is not None:
                 uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
             return
-        if handler is None:
-            raise MachineError(f"unknown hypercall {value} at {self.reg('rip'):#x}; the image and the lab disagree")
         a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
         ret = handler(a, b, c)
         if ret is not None:
@@ -414,6 +424,8 @@ class Machine:
             self.retired += max(self._counter.value - 1, 0)
             self._running = False
             rip = self._uc.reg_read(X.UC_X86_REG_RIP)
+            if isinstance(self._exception, str):
+                raise MachineFault(self._exception, rip)
             raise MachineFault(_VECTORS.get(self._exception, f"CPU exception {self._exception}"), rip)
         if self._stop_requested:
             done = self._stopped_at
