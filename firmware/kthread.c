@@ -83,7 +83,7 @@ int kthread_worker_fn(void *arg)
 		local_irq_restore(flags);
 		if (work) {
 			work->func(work);
-			current->nr_iterations++;
+			kthread_iteration_done();
 		} else {
 			schedule();
 		}
@@ -120,7 +120,7 @@ int kfreezerd_fn(void *arg)
 	for (;;) {
 		try_to_freeze();
 		balance_dirty_pages();
-		current->nr_iterations++;
+		kthread_iteration_done();
 		schedule_timeout(3);
 	}
 	return 0;
@@ -148,7 +148,7 @@ int kannotated_fn(void *arg)
 			continue;
 		annotated_work--;
 		process_annotated_work();
-		current->nr_iterations++;
+		kthread_iteration_done();
 	}
 	return 0;
 }
@@ -178,7 +178,7 @@ int kunannotated_fn(void *arg)
 			continue;
 		unannotated_work--;
 		process_unannotated_work();
-		current->nr_iterations++;
+		kthread_iteration_done();
 	}
 	return 0;
 }

@@ -54,7 +54,7 @@ static int kmodloader_fn(void *arg)
 		modload_request = 0;
 		if (!kthread_create(insmod_fn, (void *)fn, "insmod", 0))
 			hypercall2(HC_MODULE_DONE, fn, -EAGAIN);	/* fork() failed */
-		current->nr_iterations++;
+		kthread_iteration_done();
 	}
 	return 0;
 }

@@ -272,6 +272,15 @@ void do_exit(int code)
 	panic("dead task scheduled");
 }
 
+/* A kernel thread finished one round of its loop: the unit of work the
+ * checker holds to its consistency rule.  Called where each loop finishes
+ * its work, not at its kGraft safe point, so a misplaced safe point shows. */
+notrace __noinline void kthread_iteration_done(void)
+{
+	current->nr_iterations++;
+	barrier();
+}
+
 /* After an oops: the lab has rewound the stack (rewind_stack_and_make_dead). */
 notrace void make_task_dead(void)
 {

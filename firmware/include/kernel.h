@@ -184,6 +184,7 @@ extern struct task_struct tasks[NR_TASKS];
 #define SYSTEM_RUNNING 1
 extern int system_state;
 void check_fault_injection(void);
+void kthread_iteration_done(void);
 extern struct wait_queue_head task_exit_wq;
 extern struct task_struct *current_task;
 #define current current_task
