@@ -65,7 +65,8 @@ int irq_depth;
  * klp_ftrace_handler() runs under preempt_disable_notrace(). */
 int preempt_count;
 u8 kgr_irq_universe;
-u8 kgr_target_universe;
+/* in .rodata with its flags spelled out: gcc would mark a volatile object's section writable */
+const volatile u8 kgr_target_universe __attribute__((section(".rodata.kgr,\"a\",@progbits #")));
 
 static notrace void irq_enter(void)
 {

@@ -73,5 +73,9 @@ void kgr_patch_remove(struct kgr_patch *patch)
  * The table is the image's own symbol table, which the lab holds. */
 unsigned long kallsyms_lookup_name(const char *name)
 {
+	/* the name is read here, in the kernel, as Linux's kallsyms does: a bad
+	 * pointer faults in the caller's context instead of reaching the lab */
+	if (strlen(name) >= KSYM_NAME_LEN)
+		return 0;
 	return (unsigned long)hypercall1(HC_KALLSYMS_LOOKUP, name);
 }

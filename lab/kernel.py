@@ -38,6 +38,7 @@ class TaskState(enum.Enum):
     RUNNING = "running"
     SLEEPING = "sleeping"
     DEAD = "dead"
+    CORRUPT = "corrupt"     # the state field holds no state: something wrote over the task struct
 
 
 class Task:
@@ -86,7 +87,7 @@ class Task:
             c["TASK_STATE_RUNNING"]: TaskState.RUNNING,
             c["TASK_STATE_INTERRUPTIBLE"]: TaskState.SLEEPING,
             c["TASK_STATE_DEAD"]: TaskState.DEAD,
-        }[raw]
+        }.get(raw, TaskState.CORRUPT)
 
     @property
     def kgr_in_progress(self):

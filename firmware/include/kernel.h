@@ -192,7 +192,10 @@ extern volatile unsigned long jiffies;
 extern int irq_depth;
 extern int preempt_count;
 extern u8 kgr_irq_universe;
-extern u8 kgr_target_universe;
+/* Written by the lab only (it owns the transition): read-only to the CPU,
+ * so a module cannot flip it behind the core's back. */
+extern const volatile u8 kgr_target_universe;
+#define KSYM_NAME_LEN 128
 static inline bool kgr_task_in_progress(struct task_struct *p)
 {
 	return READ_ONCE(p->kgr_universe) != READ_ONCE(kgr_target_universe);

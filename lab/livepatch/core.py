@@ -171,6 +171,8 @@ class Livepatch:
         if not m.guest_range_ok(ptr, size):
             raise Refusal(EFAULT, f"{where} at {ptr:#x} lies outside the kernel's memory")
         name = self._guest_string(self._guest_u64(ptr + c["KGR_PATCH_name"], f"{where} .name"), f"{where} .name")
+        if not name.strip() or not name.isprintable():
+            raise Refusal(EINVAL, f"'{module.name}': struct kgr_patch .name is {name!r}; give the patch a name")
         where = f"'{module.name}': patch '{name}'"
         replace_all = bool(m.i32(ptr + c["KGR_PATCH_replace_all"]))
         funcs, skipped, seen = [], [], set()
@@ -180,6 +182,8 @@ class Livepatch:
             if not name_ptr:
                 break
             old_name = self._guest_string(name_ptr, f"{where}: .patches[{i}].name")
+            if not old_name.strip() or not old_name.isprintable():
+                raise Refusal(EINVAL, f"{where}: .patches[{i}].name is {old_name!r}, not a function name")
             new_addr = m.u64(rec + c["KGR_FUN_new_fun"])
             abort = bool(m.i32(rec + c["KGR_FUN_abort_if_missing"]))
             sym = self.image.lookup(old_name)

@@ -1,4 +1,4 @@
-/* The init recurses without end.  Linux: the stack runs into the guard page below it: "kernel stack overflow", a double fault, panic. */
+/* The init recurses without end.  Linux: the stack runs into the guard page below it, a double fault, "stack guard page was hit", and (the #DF runs in NMI context) a panic.  The lab oopses the task instead, naming it: its oops path starts on a fresh stack. */
 #include "bad.h"
 
 #pragma GCC diagnostic ignored "-Winfinite-recursion"

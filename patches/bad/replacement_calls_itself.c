@@ -1,4 +1,4 @@
-/* The new capable() calls itself without end.  Linux: the caller's kernel stack overflows into the guard page: "kernel stack overflow", panic. */
+/* The new capable() calls itself without end.  Linux: the caller's kernel stack runs into its guard page, a double fault and a panic.  The lab oopses the caller, naming it; the patch stays applied. */
 #include "bad.h"
 
 #pragma GCC diagnostic ignored "-Winfinite-recursion"

@@ -1,4 +1,4 @@
-/* The new capable() calls "the old one" at the address kallsyms gives for capable, which goes through the patched pad back into itself.  Linux: the same endless recursion: a stack overflow and a panic. */
+/* The new capable() calls "the old one" at the address kallsyms gives for capable, which goes through the patched pad back into itself.  Linux: the same endless recursion into the guard page and a panic; the lab oopses the caller. */
 #include "bad.h"
 
 static bool (*bad_old_capable)(int cap);
