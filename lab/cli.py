@@ -34,6 +34,11 @@ MAX_SEED = 2**32 - 1
 WIDTH_RANGE = (600, 20_000)
 MAX_BOOT_PATCHES = 8                # start_kernel() has room for eight (boot_module_inits)
 MODELS = ("kgraft", "immediate", "stop-machine", "klp")
+MAX_SCHEDULES = 1_000_000
+MAX_BOUND = 8                       # forced preemptions per explored schedule: C(instants, K) grows fast
+MAX_INSTANTS = 64
+MAX_WORKERS = 256
+MAX_LIST = {"--seeds": 32, "--quanta": 8, "--patch-at": 8, "--signal-after": 8}   # values of an explore list
 SIGNALLING_MODELS = ("kgraft", "klp")   # the others never send the fake signal while patching
 RUN_DEFAULTS = {"instructions": 2_000_000, "patch_at": 1_000_000, "model": "kgraft"}
 
@@ -122,7 +127,19 @@ def _add_boot(p, instructions):
     p.add_argument("--json", action="store_true", help="print the JSON report")
 
 
+def _explore_defaults():
+    from .explore import plan
+    from .explore.schedule import DEFAULT_LIMIT
+    listed = lambda values: ",".join(str(v) for v in values)  # noqa: E731
+    return {"schedules": plan.DEFAULT_SCHEDULES, "preemptions": plan.DEFAULT_PREEMPTIONS,
+            "instants": plan.DEFAULT_INSTANTS, "seeds": listed(plan.DEFAULT_SEEDS),
+            "quanta": listed(plan.DEFAULT_QUANTA), "patch_at": listed(plan.DEFAULT_PATCH_ATS),
+            "signal_after": listed(plan.DEFAULT_SIGNALS) + " with kgraft and klp", "limit": DEFAULT_LIMIT}
+
+
 def build_parser():
+    from .explore.schedule import MAX_PREEMPTIONS as MAX_PREEMPT_AT
+    _EXPLORE = _explore_defaults()
     parser = _Parser(prog="lab", description="A live kernel patching laboratory (kGraft style).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -160,6 +177,10 @@ def build_parser():
     p.add_argument("--trace", metavar="FILE", help="record the run into a trace file (lab trace view FILE)")
     p.add_argument("--model", default=None, choices=MODELS,
                    help="consistency model for --patch (default kgraft)")
+    p.add_argument("--preempt-at", metavar="N[,N...]", action="append", default=[],
+                   help="force a preemption (a reschedule IPI) at each of these instructions since power-on, "
+                        f"after boot and before the end of the run; at most {MAX_PREEMPT_AT} (what `lab explore` "
+                        "prints in a reproducer)")
 
     p = sub.add_parser("compare", help="the consistency models side by side on one patch")
     _add_image(p)
@@ -176,6 +197,51 @@ def build_parser():
                    help="give up waiting for completion after N instructions (default 12,000,000)")
     p.add_argument("-o", "--chart", metavar="OUT.svg", help="also draw the comparison as an SVG bar chart")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("explore", help="search schedules for a consistency violation; a minimal reproducer",
+                       description="Runs a patch under many schedules (boot seed, quantum, when the patch loads, "
+                                   "the fake signal's interval, forced preemptions at the instants that matter) and "
+                                   "checks each run.  Exit status 0: no violation; 1: a violation (or a kernel panic) "
+                                   "was found, and a `lab run` line reproduces it; 2: a usage error.")
+    _add_image(p)
+    p.add_argument("--patch", metavar="FILE", action="append", default=[],
+                   help="a patch object to explore; repeat for several (each is explored on its own)")
+    p.add_argument("--model", metavar="M", action="append", default=[], choices=MODELS,
+                   help="consistency model (default kgraft); repeat for several")
+    p.add_argument("--workload", default="default", help="workload chosen at boot (`lab workloads`)")
+    p.add_argument("--param", metavar="NAME=VALUE", action="append", default=[],
+                   help="a parameter of the workload, e.g. nr_hammer=8; repeat for several")
+    p.add_argument("--schedules", type=_number("--schedules", 1, MAX_SCHEDULES, "schedules"), default=None,
+                   metavar="N", help=f"schedules to run for each patch and model (default {_EXPLORE['schedules']}; "
+                                     f"at most {MAX_SCHEDULES:,})")
+    p.add_argument("--preemptions", type=_number("--preemptions", 0, MAX_BOUND, "forced preemptions"), default=None,
+                   metavar="K", help=f"at most K forced preemptions per schedule (default {_EXPLORE['preemptions']}; "
+                                     f"0 .. {MAX_BOUND})")
+    p.add_argument("--instants", type=_number("--instants", 1, MAX_INSTANTS, "instants"), default=None, metavar="M",
+                   help=f"preempt among the first M interesting instants of each base schedule (default "
+                        f"{_EXPLORE['instants']}; 1 .. {MAX_INSTANTS})")
+    p.add_argument("--seeds", metavar="S[,S...]", default=None,
+                   help=f"boot seeds to explore (default {_EXPLORE['seeds']})")
+    p.add_argument("--quanta", metavar="Q[,Q...]", default=None,
+                   help=f"quanta to explore (default {_EXPLORE['quanta']})")
+    p.add_argument("--patch-at", metavar="N[,N...]", default=None,
+                   help=f"instants (since power-on) at which the patch is loaded (default {_EXPLORE['patch_at']})")
+    p.add_argument("--signal-after", metavar="N[,N...]", default=None,
+                   help=f"fake signal intervals, for the models that send it (default {_EXPLORE['signal_after']})")
+    p.add_argument("--limit", type=_instructions("--limit"), default=None, metavar="N",
+                   help=f"instructions after the load a transition may take before a run ends (default "
+                        f"{_EXPLORE['limit']:,})")
+    p.add_argument("--sample-seed", type=_number("--sample-seed", 0, MAX_SEED), default=0, metavar="S",
+                   help="seed of the random samples (default 0)")
+    p.add_argument("--all", action="store_true", help="go on after the first failing schedule")
+    p.add_argument("--workers", type=_number("--workers", 0, MAX_WORKERS, "worker processes"), default=None,
+                   metavar="N", help="worker processes of a local Dask cluster (default: one per core; 0 or 1: "
+                                     "in this process)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="explore on the Dask cluster whose scheduler is at tcp://HOST:PORT instead")
+    p.add_argument("--trace-dir", metavar="DIR", help="record the minimal failing schedule into a trace in DIR")
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report: one testcase per patch and model")
+    p.add_argument("--json", action="store_true", help="print the JSON report (schema 1)")
 
     p = sub.add_parser("patch", help="live patch objects")
     psub = p.add_subparsers(dest="patch_command", required=True, parser_class=_Parser)
@@ -337,6 +403,59 @@ def check_patches(img, groups):
             seen[digest] = (option, path)
 
 
+def parse_list(option, values, lo, hi, what, most, example="1200000,1350000"):
+    """Whole numbers from option values holding comma-separated items
+    (--preempt-at 1200000,1350000), each within lo..hi and given once, at
+    most `most` of them.  The comma separates items, so an item is written
+    without thousands separators."""
+    items = []
+    for value in values:
+        _nonempty(option, value, "list")
+        for piece in str(value).split(","):
+            piece = piece.strip()
+            if not piece:
+                raise UsageError(f"{option} {value}: an empty item; give {what} separated by commas, "
+                                 f"e.g. {option} {example}")
+            try:
+                n = parse_whole(piece, lo, hi)
+            except ValueError as exc:
+                why = f"{piece} is out of range; give {lo:,} .. {hi:,}" if str(exc) == "out of range" else \
+                    f"{piece!r} is {exc}; give whole numbers"
+                raise UsageError(f"{option} {value}: {why}; items are separated by commas, so write each "
+                                 "without thousands separators (2000000, 2_000_000 or 2e6)") from None
+            if n in items:
+                raise UsageError(f"{option} {value}: {n:,} is given twice; give each once")
+            items.append(n)
+    if len(items) > most:
+        raise UsageError(f"{option}: {len(items)} {what}; give at most {most}")
+    return items
+
+
+def check_directory(option, path):
+    """Refuse a directory to write into that cannot be: an existing one
+    must take a new file; a missing one is created later, so its parent
+    must exist and take one."""
+    if path is None:
+        return
+    _nonempty(option, path, "directory name")
+    p = pathlib.Path(path)
+    where = p
+    try:
+        if p.exists() and not p.is_dir():
+            raise UsageError(f"{option} {path}: is not a directory; give a directory (a missing one is created)")
+        if not p.exists():
+            where = p.parent
+            if not where.is_dir():
+                raise UsageError(f"{option} {path}: {where} is not an existing directory; create it or choose "
+                                 "another")
+        fd, probe = tempfile.mkstemp(prefix=".lab-write-check-", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write in {where} ({exc.strerror or exc}); "
+                         "choose a directory you can write to") from None
+
+
 def parse_params(values):
     """{name: int} from --param NAME=VALUE options."""
     params = {}
@@ -397,6 +516,13 @@ def check_run(args):
             default = "" if given["patch_at"] else " (the default)"
             raise UsageError(f"--patch-at {args.patch_at:,}{default} is not before the end of the run "
                              f"(--instructions {end:,}); load the patch earlier or run longer")
+    from .explore.schedule import MAX_PREEMPTIONS
+    args.preempt_at = sorted(parse_list("--preempt-at", args.preempt_at, 1, MAX_INSTRUCTIONS, "instants",
+                                        MAX_PREEMPTIONS))
+    late = [n for n in args.preempt_at if n >= end]
+    if late:
+        raise UsageError(f"--preempt-at {late[0]:,} is not before the end of the run (--instructions {end:,}); "
+                         "preempt earlier or run longer")
     if args.revert_at is not None:
         if not (args.patch or args.boot_patch):
             raise UsageError("--revert-at needs a patch to revert; add --patch FILE (or --boot-patch FILE)")
@@ -433,6 +559,9 @@ def _after_boot_run(system, args):
             hint = "; use --boot-patch to apply a patch at boot" if option == "--patch-at" else ""
             raise UsageError(f"{option} {value:,} comes before the end of boot (at {booted_at:,} instructions "
                              f"since power-on); give a later instant{hint}")
+    if args.preempt_at and args.preempt_at[0] <= booted_at:
+        raise UsageError(f"--preempt-at {args.preempt_at[0]:,} is not after the end of boot (at {booted_at:,} "
+                         "instructions since power-on); give a later instant")
     tids = {}
     for name in args.inject_fault:
         key = int(name) if name.isascii() and name.isdigit() else name
@@ -472,6 +601,8 @@ def cmd_run(args, out):
               patches=args.boot_patch, signal_after=args.signal_after, record=bool(args.trace),
               model=args.model, observe=True, params=params) as system:
         faults = _after_boot_run(system, args)
+        if args.preempt_at:
+            system.kernel.preempt_at(args.preempt_at)
         notes, failed, panic = [], False, None
         try:
             for tid in faults:
@@ -580,6 +711,95 @@ def cmd_compare(args, out):
         else:
             _line(out, text, "bold red")
     return EXIT_CHECK if panics else EXIT_OK
+
+
+def check_explore(args):
+    """Every check of `lab explore` that does not need a booted kernel.
+    Returns (image, params, models, {seeds, quanta, patch_ats, signal_afters})."""
+    from .explore.runner import check_address
+    from .explore.schedule import SIGNALLING_MODELS as signalling
+    check_output("--junit", args.junit, "explore.xml")
+    check_directory("--trace-dir", args.trace_dir)
+    if not args.patch:
+        raise UsageError("lab explore needs --patch FILE, the patch object to explore; repeat it for several")
+    if args.workers is not None and args.scheduler is not None:
+        raise UsageError("--workers and --scheduler conflict: the scheduler's cluster has its own workers; "
+                         "give one of them")
+    if args.scheduler is not None:
+        _nonempty("--scheduler", args.scheduler, "address")
+        check_address(args.scheduler)
+    models = []
+    for m in args.model or ["kgraft"]:
+        if m in models:
+            raise UsageError(f"--model {m} is given twice; give each model once")
+        models.append(m)
+    lists = {}
+    for option, key, lo, hi, what, example in (
+            ("--seeds", "seeds", 0, MAX_SEED, "seeds", "0,1,2"),
+            ("--quanta", "quanta", *QUANTUM_RANGE, "quanta", "20000,7000"),
+            ("--patch-at", "patch_ats", 1, MAX_INSTRUCTIONS, "instants", "1000000,1250000"),
+            ("--signal-after", "signal_afters", 1, MAX_INSTRUCTIONS, "intervals", "200000,700000")):
+        value = getattr(args, option[2:].replace("-", "_"))
+        lists[key] = None if value is None else \
+            tuple(parse_list(option, [value], lo, hi, what, MAX_LIST[option], example))
+    if lists["signal_afters"] and not any(m in signalling for m in models):
+        verb = "sends" if len(models) == 1 else "send"
+        raise UsageError(f"--signal-after has no effect with --model {' and '.join(models)}, which never {verb} "
+                         f"the fake signal; add --model {' or --model '.join(signalling)}, or drop it")
+    img = _image(args)
+    params = _workload(img, args)
+    check_patches(img, [("--patch", args.patch)])
+    return img, params, models, lists
+
+
+def _explore_after_boot(img, args, params, models, lists):
+    """The check that needs booted kernels: every patch instant comes after
+    the end of boot, for every seed and quantum explored."""
+    from .explore import plan as xp
+    from .system import boot
+    first = min(lists["patch_ats"] or xp.DEFAULT_PATCH_ATS)
+    for seed in lists["seeds"] or xp.DEFAULT_SEEDS:
+        for quantum in lists["quanta"] or xp.DEFAULT_QUANTA:
+            with boot(img, workload=args.workload, seed=seed, quantum=quantum, model=models[0],
+                      params=params or None) as system:
+                if first <= system.clock:
+                    raise UsageError(f"--patch-at {first:,} is not after the end of boot (at {system.clock:,} "
+                                     f"instructions since power-on with seed {seed} and quantum {quantum:,}); "
+                                     "give a later instant")
+
+
+def cmd_explore(args, out):
+    from .explore import Plan, explore, make_runner
+    from .explore.report import lines, to_json, write_junit
+    from .explore.schedule import SIGNALLING_MODELS as signalling
+    img, params, models, lists = check_explore(args)
+    _explore_after_boot(img, args, params, models, lists)
+    options = {key: value for key, value in lists.items() if value is not None and key != "signal_afters"}
+    for key in ("schedules", "preemptions", "instants", "limit"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    plans = [Plan(os.path.abspath(path), model=model, workload=args.workload, params=tuple(sorted(params.items())),
+                  image=str(img.path) if args.image is not None else None,
+                  signal_afters=lists["signal_afters"] if model in signalling else None,
+                  sample_seed=args.sample_seed, all=args.all, shown=path, **options)
+             for path in args.patch for model in models]
+    if args.trace_dir is not None:
+        pathlib.Path(args.trace_dir).mkdir(exist_ok=True)
+    results = []
+    with make_runner(args.workers, args.scheduler) as runner:
+        for plan in plans:
+            result = explore(plan, runner, trace_dir=args.trace_dir)
+            results.append(result)
+            if not args.json:
+                for text, style in lines(result):
+                    _line(out, text, style)
+    if args.junit is not None:
+        write_junit(results, args.junit)
+        if not args.json:
+            _line(out, f"JUnit report written to {args.junit}")
+    if args.json:
+        print(json.dumps(to_json(results), indent=2))
+    return EXIT_OK if all(r.clean for r in results) else EXIT_CHECK
 
 
 def cmd_demo(args, out):
@@ -750,7 +970,7 @@ def cmd_trace(args, out):
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare,
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare, "explore": cmd_explore,
             "workloads": cmd_workloads, "symbols": cmd_symbols, "pads": cmd_pads, "disasm": cmd_disasm,
             "trace": cmd_trace}
 

@@ -482,3 +482,75 @@ class Machine:
             (X.UC_X86_REG_EFLAGS, rflags & ~X86_EFLAGS_IF),
             (X.UC_X86_REG_RIP, entry),
         ])
+
+    # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
+    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter")   # the engine itself: never copied, never replaced
+    _SNAPSHOT_BLOCK = 1 << 16
+
+    def snapshot(self):
+        """The machine as it is now, for restore(): the CPU context, a copy of
+        RAM, and the machine's own bookkeeping (clock, memory protections,
+        code hooks, hypercall table).  Between slices only."""
+        if self.closed:
+            raise MachineError("this machine was closed; boot a new system")
+        if self._running:
+            raise MachineError("a snapshot is taken between slices, not from inside a hook")
+        ram = (ctypes.c_ubyte * len(self.ram))()
+        ctypes.memmove(ram, self._ram, len(self.ram))
+        state = {k: (v.copy() if isinstance(v, (dict, list, set)) else v)
+                 for k, v in self.__dict__.items() if k not in self._SNAPSHOT_KEEP}
+        return {"context": self._uc.context_save(), "ram": ram, "state": state}
+
+    def restore(self, snap):
+        """Bring the machine back to snapshot(): registers, RAM, memory
+        protections as they were, code hooks added since removed.  Only the
+        RAM pages that differ are copied back, and only their translated
+        blocks dropped (UNICORN.md: a store from Python is not seen by the
+        translation cache): code that did not change keeps its translation,
+        which a flush of everything would make every block pay for again."""
+        if self.closed:
+            raise MachineError("this machine was closed; boot a new system")
+        if self._running:
+            raise MachineError("a snapshot is restored between slices, not from inside a hook")
+        state = snap["state"]
+        gone = [h for h in state["_code_hooks"] if h not in self._code_hooks]
+        if gone:
+            # checked before anything changes: a removed hook cannot be added back (its address is not kept)
+            raise MachineError(f"{len(gone)} code hook(s) of the snapshot were removed since it was taken; "
+                               "they cannot be brought back: take the snapshot again after removing them")
+        memcmp = getattr(Machine, "_memcmp", None)
+        if memcmp is None:
+            memcmp = ctypes.CDLL(None).memcmp
+            memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+            memcmp.restype = ctypes.c_int
+            Machine._memcmp = memcmp
+        here, there = ctypes.addressof(self._ram), ctypes.addressof(snap["ram"])
+        size, block, page = len(self.ram), self._SNAPSHOT_BLOCK, 4096
+        runs = []            # [start, end) offsets of changed pages, adjacent ones merged
+        for lo in range(0, size, block):
+            n = min(block, size - lo)
+            if not memcmp(here + lo, there + lo, n):
+                continue
+            for p in range(lo, lo + n, page):
+                if memcmp(here + p, there + p, page):
+                    if runs and runs[-1][1] == p:
+                        runs[-1][1] = p + page
+                    else:
+                        runs.append([p, p + page])
+        for lo, hi in runs:
+            ctypes.memmove(here + lo, there + lo, hi - lo)
+            self._uc.ctl_remove_cache(RAM_BASE + lo, RAM_BASE + hi)
+        for handle in [h for h in self._code_hooks if h not in state["_code_hooks"]]:
+            self._uc.hook_del(handle)
+        # protections: undo what was protected since, then redo what was lifted since
+        for ranges, key in ((self.read_only_ranges, "read_only_ranges"), (self.guard_pages, "guard_pages")):
+            for lo, hi in set(ranges) - set(state[key]):
+                self._uc.mem_protect(lo, hi - lo, UC_PROT_ALL)
+        for lo, hi in set(state["read_only_ranges"]) - set(self.read_only_ranges):
+            self._uc.mem_protect(lo, hi - lo, UC_PROT_READ | UC_PROT_EXEC)
+        for lo, hi in set(state["guard_pages"]) - set(self.guard_pages):
+            self._uc.mem_protect(lo, hi - lo, UC_PROT_NONE)
+        self._uc.context_restore(snap["context"])
+        for k in [k for k in self.__dict__ if k not in self._SNAPSHOT_KEEP and k not in state]:
+            del self.__dict__[k]
+        self.__dict__.update({k: (v.copy() if isinstance(v, (dict, list, set)) else v) for k, v in state.items()})

@@ -1,0 +1,87 @@
+"""worker - what runs schedules in a worker process: booted systems kept per boot, a snapshot restored per schedule.
+
+A worker boots a system once for each (image, workload, parameters, seed,
+quantum, model) it is given schedules of, snapshots it right after boot,
+and keeps it (at most MAX_SYSTEMS, the least recently used closed first).
+Schedules whose forced preemptions all come after the patch instant share
+the run up to that instant too: a second snapshot is taken there, before the
+patch is loaded, once per patch instant (at most MAX_PREFIXES per system),
+so such a schedule only runs from its load on.  The cache is this module's:
+one per process, whoever calls run_batch() (a Dask worker, or the process
+that explores with --workers 0).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..snapshot import snapshot
+from .schedule import run_schedule
+
+MAX_SYSTEMS = 6
+MAX_PREFIXES = 4
+
+_SYSTEMS = OrderedDict()       # boot key -> _Booted
+stats = {"boots": 0, "prefixes": 0, "schedules": 0}   # what this process did, for tests and benchmarks
+
+
+class _Booted:
+    def __init__(self, system):
+        self.system = system
+        self.boot = snapshot(system)
+        self.prefixes = OrderedDict()    # patch instant -> Snapshot taken there
+
+
+def _booted(plan, schedule):
+    from ..system import boot
+    key = (plan.image, plan.workload, plan.params, schedule.seed, schedule.quantum, plan.model)
+    entry = _SYSTEMS.get(key)
+    if entry is not None:
+        _SYSTEMS.move_to_end(key)
+        return entry
+    system = boot(plan.image, workload=plan.workload, seed=schedule.seed, quantum=schedule.quantum,
+                  model=plan.model, observe=True, params=plan.params_dict or None)
+    entry = _SYSTEMS[key] = _Booted(system)
+    stats["boots"] += 1
+    while len(_SYSTEMS) > MAX_SYSTEMS:
+        _key, old = _SYSTEMS.popitem(last=False)
+        old.system.close()
+    return entry
+
+
+def _start(entry, schedule):
+    """The snapshot a schedule starts from: the one at its patch instant
+    when nothing is forced before it, else the one at boot."""
+    at = schedule.patch_at
+    if at <= entry.boot.at or any(p <= at for p in schedule.preemptions):
+        return entry.boot
+    snap = entry.prefixes.get(at)
+    if snap is not None:
+        entry.prefixes.move_to_end(at)
+        return snap
+    entry.boot.restore()
+    entry.system.run(at - entry.system.clock)      # no preemption, no patch: the run every such schedule makes
+    snap = entry.prefixes[at] = snapshot(entry.system)
+    stats["prefixes"] += 1
+    while len(entry.prefixes) > MAX_PREFIXES:
+        entry.prefixes.popitem(last=False)
+    return snap
+
+
+def run_one(plan, schedule, probe=False):
+    """Run one schedule of plan on this process's cached system; its Outcome."""
+    entry = _booted(plan, schedule)
+    stats["schedules"] += 1
+    return run_schedule(_start(entry, schedule), schedule, plan.patch, plan.model, plan.limit, tail=plan.tail,
+                        probe=probe)
+
+
+def run_batch(plan, schedules, probe=False):
+    """run_one() for each schedule, in order: a list of Outcomes."""
+    return [run_one(plan, s, probe) for s in schedules]
+
+
+def forget():
+    """Close every cached system (their engines and RAM go now)."""
+    while _SYSTEMS:
+        _key, entry = _SYSTEMS.popitem()
+        entry.system.close()
