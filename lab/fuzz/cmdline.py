@@ -43,6 +43,7 @@ PATCHES = _ROOT / "patches"
 CAPABLE = str(PATCHES / "kgr_capable.o")
 PIPE_WAIT = str(PATCHES / "kgr_pipe_wait.o")
 CMDLINE = str(PATCHES / "livepatch_cmdline.o")
+PAIR = str(PATCHES / "kgr_proto_pair.o")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,13 @@ GOOD = (
     ("compare", "--patch", CAPABLE, "--patch-at", "100000", "--limit", "300000", "--json"),
     ("compare", "--patch", CAPABLE, "--patch-at", "100000", "--limit", "300000", "-o", "{OUT}.svg"),
     ("workloads",), ("workloads", "--json"), ("symbols", "capable"), ("pads", "--json"), ("disasm", "capable"),
+    ("run", "--instructions", "300000", "--preempt-at", "150000,1.6e5", "--json"),
+    ("run", "--patch", PAIR, "--model", "immediate", "--patch-at", "100000", "--preempt-at", "120000",
+     "--preempt-at", "130000", "--instructions", "400000", "--json"),
+    ("explore", "--patch", CAPABLE, "--workers", "0", "--schedules", "3", "--seeds", "0", "--quanta", "20000",
+     "--patch-at", "100000", "--signal-after", "100000", "--json"),
+    ("explore", "--patch", PAIR, "--model", "immediate", "--workers", "1", "--schedules", "4", "--seeds", "1,2",
+     "--quanta", "20000", "--patch-at", "100000", "--junit", "{OUT}.xml", "--trace-dir", "{OUT}-traces"),
     ("trace", "show", "{TRACE}", "--step", "50%", "--json"),
     ("trace", "timeline", "{TRACE}", "-o", "{OUT}.svg", "--width", "800"),
     ("--help",), ("run", "--help"), ("trace", "show", "--help"),
@@ -186,6 +194,67 @@ def _run_cases():
     add(_set(plain, "--instructions", "1000"), "--instructions before the end of boot", after_boot=True)
     add(plain + ("--boot-patch", CAPABLE, "--revert-at", "1000"), "--revert-at before the end of boot",
         after_boot=True)
+    # forced preemptions: a list of instants after boot and before the end, each once, at most 64
+    for value in ("0", "1,000,000", "abc", "", ",", "150000,", "1e400", "150000,150000", "nan", "-5", "1.5e5.5",
+                  ",".join(str(100_000 + i) for i in range(65))):
+        add(plain + ("--preempt-at", value), f"--preempt-at {value[:40]!r}")
+    add(plain + ("--preempt-at", "150000", "--preempt-at", "150000"), "--preempt-at twice, the same instant")
+    add(plain + ("--preempt-at", "200000"), "--preempt-at at the end of the run")
+    add(plain + ("--preempt-at", "5e6"), "--preempt-at after the end of the run")
+    add(plain + ("--preempt-at", "1000"), "--preempt-at before the end of boot", after_boot=True)
+    return cases
+
+
+# every explore case runs in this process and few schedules, should one be wrongly accepted
+EXPLORE = ("explore", "--patch", CAPABLE, "--workers", "0", "--schedules", "2", "--seeds", "0", "--quanta", "20000",
+           "--patch-at", "100000")
+BAD_LIST_ITEMS = ("", ",", "1,,2", "x", "1e400", "-1", "1.5", "inf", "1,000,000")
+BAD_SCHEDULERS = ("", "nowhere", "127.0.0.1:8786", "http://127.0.0.1:8786", "tcp://127.0.0.1", "tcp://:8786",
+                  "tcp://127.0.0.1:99999", "tcp://127.0.0.1:0", "tcp://h o st:1")
+
+
+def _explore_cases():
+    cases = []
+    add = lambda argv, why, after_boot=False: cases.append(Case(tuple(argv), True, why, after_boot))  # noqa: E731
+    base = EXPLORE
+    for option, lo, fine in (("--schedules", 1, ()), ("--preemptions", 0, ("0",)), ("--instants", 1, ()),
+                             ("--workers", 0, ("0",)), ("--limit", 1, ()), ("--sample-seed", 0, ("0",))):
+        extra = {"--preemptions": ("9", "100"), "--instants": ("65",), "--workers": ("257",),
+                 "--schedules": ("1000001",), "--limit": ("1e11",), "--sample-seed": ("4294967296",)}[option]
+        for value in _bad_numbers(option, extra, fine):
+            add(_set(base, option, value), f"explore {option} {value!r}")
+    for option, extra in (("--seeds", ("4294967296", "0,0")), ("--quanta", ("999", "20000,20000", "1e9")),
+                          ("--patch-at", ("0", "1e11")), ("--signal-after", ("0",)),
+                          ("--seeds", (",".join(map(str, range(33))),))):
+        for value in BAD_LIST_ITEMS + extra:
+            add(_set(base, option, value), f"explore {option} {value!r}")
+    for address in BAD_SCHEDULERS:
+        add(_without(base, "--workers") + ("--scheduler", address), f"explore --scheduler {address!r}")
+    add(base + ("--scheduler", "tcp://127.0.0.1:8786"), "explore --workers and --scheduler")
+    for path in BAD_PATHS_OUT:
+        add(base + ("--junit", path), f"explore --junit {path!r}")
+    for path in ("", "{TEXT}", "{NODIR}/x", "{UNWRITABLE}/x", "{FIFO}", "{FILE_PARENT}/x"):
+        add(base + ("--trace-dir", path), f"explore --trace-dir {path!r}")
+    for path in BAD_PATHS_IN + ("{KERNEL}",):
+        add(_set(base, "--patch", path), f"explore --patch {path!r}")
+    for path in BAD_PATHS_IN + ("{COPY_PATCH}",):
+        add(base + ("--image", path), f"explore --image {path!r}")
+    add(_without(base, "--patch"), "explore without --patch")
+    add(base + ("--patch", CAPABLE), "explore --patch given twice")
+    add(base + ("--patch", "{COPY_PATCH}"), "explore --patch and a copy of it")
+    add(base + ("--model", "klp", "--model", "klp"), "explore --model given twice")
+    for model in ("nope", "", "KGRAFT"):
+        add(base + ("--model", model), f"explore --model {model!r}")
+    add(base + ("--model", "immediate", "--signal-after", "100000"), "explore --signal-after with immediate")
+    add(base + ("--model", "stop-machine", "--model", "immediate", "--signal-after", "100000"),
+        "explore --signal-after with models that never signal")
+    add(base + ("--workload", "nope"), "explore --workload nope")
+    add(base + ("--workload", "hammer", "--param", "nr_hammer=64"), "explore nr_hammer out of range")
+    add(base + ("--param", "nr_hammer=3"), "explore --param of another workload")
+    add(base + ("--frobnicate",), "explore --frobnicate")
+    add(base + ("--all", "extra"), "explore with an extra argument")
+    add(_set(base, "--patch-at", "1000"), "explore --patch-at before the end of boot", after_boot=True)
+    add(_set(base, "--patch-at", "100000,1000"), "explore one --patch-at before the end of boot", after_boot=True)
     return cases
 
 
@@ -271,7 +340,7 @@ def grammar():
     """(good cases, bad cases), each in a fixed order and without duplicates."""
     good = [Case(argv, False, "good") for argv in GOOD]
     bad, seen = [], set()
-    for case in _run_cases() + _other_cases():
+    for case in _run_cases() + _other_cases() + _explore_cases():
         if case.argv not in seen:
             seen.add(case.argv)
             bad.append(case)
