@@ -34,6 +34,13 @@ SLEEPER = PATCHES / "kgr_pipe_wait.o"
 SMALL = {"seeds": (0, 1, 2), "quanta": (20_000,), "patch_ats": (1_000_000,), "signal_afters": (200_000,)}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_cached_systems():
+    """The systems this process booted to run schedules are kept for the next ones; not past this module."""
+    yield
+    worker.forget()
+
+
 def _plan(patch, model="kgraft", **options):
     return Plan(str(patch), model=model, shown=str(patch), **options)
 

@@ -71,6 +71,8 @@ class DaskRunner:
         """A LocalCluster of `workers` processes with one thread each (the
         emulator holds the GIL while it runs)."""
         from dask.distributed import Client, LocalCluster
+        # the scheduler runs in this process: its progress lines are not the lab's output (errors still show)
+        logging.getLogger("distributed").setLevel(logging.ERROR)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.ERROR)
         try:
