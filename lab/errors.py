@@ -24,6 +24,13 @@ class MachineFault(MachineError):
         super().__init__(f"{kind}{where} (rip {rip:#x})")
 
 
+class GuestFault(MachineError):
+    """Raised by a hypercall handler whose arguments no correct kernel path
+    passes (code entered in the middle, a corrupted task struct): the machine
+    turns it into a fault of the running context, as the CPU would a bad
+    access, and the kernel oopses it."""
+
+
 class KernelError(LabError):
     """The emulated kernel was asked something it cannot do (no such task, ...)."""
 

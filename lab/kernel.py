@@ -12,7 +12,7 @@ import random
 
 from . import events as ev
 from .disasm import disassemble
-from .errors import KernelError, KernelPanic, MachineFault
+from .errors import GuestFault, KernelError, KernelPanic, MachineFault
 
 DEFAULT_QUANTUM = 20_000
 QUANTUM_MIN, QUANTUM_MAX = 1_000, 10_000_000    # a slice beyond that starves every other task
@@ -374,11 +374,21 @@ class Kernel:
         text = self.machine.read(buf, length).decode("utf-8", "replace")
         self.log.add(ev.Console, self.machine.clock, tid=self.current, level=level, text=text)
 
+    def _valid_tid(self, tid, what):
+        if not 0 <= tid < self.c["NR_TASKS_MAX"]:
+            raise GuestFault(f"{what} {tid:#x} is no task")
+        return tid
+
     def _hc_switch(self, prev, nxt, _):
+        if prev != self.current:
+            raise GuestFault(f"a switch away from task {prev:#x}, which is not running")
+        self._valid_tid(nxt, "a switch to")
         self.log.add(ev.ContextSwitch, self.machine.clock, prev=prev, next=nxt)
         self.current = nxt
 
     def _hc_booted(self, *_):
+        if self.booted:
+            raise GuestFault("start_kernel() reported the end of boot twice")
         nr = self.machine.i32(self.image.address("nr_tasks"))
         order = self._schedule_order(nr)
         base = self.image.address("sched_order")
@@ -388,9 +398,12 @@ class Kernel:
         self.log.add(ev.Booted, self.machine.clock, tasks=nr)
 
     def _hc_task_exit(self, tid, code, _):
+        if tid != self.current:
+            raise GuestFault(f"task {tid:#x} exiting is not the running task")
         self.log.add(ev.TaskExit, self.machine.clock, tid=tid, code=_signed32(code))
 
     def _hc_task_new(self, tid, *_):
+        self._valid_tid(tid, "a new task")
         # a slot is (re)used: what the lab remembered of its dead task is gone
         self.oopsed.discard(tid)
         self.log.add(ev.TaskNew, self.machine.clock, tid=tid)

@@ -17,7 +17,7 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
-from .errors import MachineError, MachineFault
+from .errors import GuestFault, MachineError, MachineFault
 
 RAM_BASE = 0x100000  # the first MiB stays unmapped: a NULL dereference faults
 RAM_END = 0x800000
@@ -187,21 +187,47 @@ class Machine:
 
     def guard(self, address, size):
         """Make address..address+size a guard page: any access by the CPU
-        faults (a vmap stack's guard page).  The lab's own reads still work."""
-        self._uc.mem_protect(address, size, UC_PROT_NONE)
-        self.guard_pages = tuple(sorted(self.guard_pages + ((address, address + size),)))
+        faults (a vmap stack's guard page, unmapped module space).  The
+        lab's own reads and writes still work."""
+        self._protect(address, size, "none")
 
     def read_only(self, address, size):
         """Make address..address+size read-only and executable for the CPU
         (kernel text, as CONFIG_STRICT_KERNEL_RWX maps it); the lab's own
         writes (patching pads) still go through, as text_poke() does."""
-        self._uc.mem_protect(address, size, UC_PROT_READ | UC_PROT_EXEC)
-        self.read_only_ranges = tuple(sorted(self.read_only_ranges + ((address, address + size),)))
+        self._protect(address, size, "ro")
 
     def writable(self, address, size):
-        """Undo read_only() for address..address+size (freed module memory)."""
-        self._uc.mem_protect(address, size, UC_PROT_ALL)
-        self.read_only_ranges = tuple(r for r in self.read_only_ranges if r != (address, address + size))
+        """Make address..address+size ordinary memory again (a module's data)."""
+        self._protect(address, size, "rw")
+
+    _PROT = {"none": UC_PROT_NONE, "ro": UC_PROT_READ | UC_PROT_EXEC, "rw": UC_PROT_ALL}
+
+    def _protect(self, address, size, kind):
+        """Set the CPU's access to whole pages, and keep guard_pages and
+        read_only_ranges (merged, sorted) describing every page not "rw"."""
+        if address % 4096 or size % 4096 or size <= 0:
+            raise MachineError(f"{address:#x}+{size:#x}: protections apply to whole 4 KiB pages")
+        self._uc.mem_protect(address, size, self._PROT[kind])
+        pages = getattr(self, "_page_kinds", None)
+        if pages is None:
+            pages = self._page_kinds = {}
+        for page in range(address, address + size, 4096):
+            if kind == "rw":
+                pages.pop(page, None)
+            else:
+                pages[page] = kind
+
+        def runs(want):
+            out = []
+            for page in sorted(p for p, k in pages.items() if k == want):
+                if out and out[-1][1] == page:
+                    out[-1][1] = page + 4096
+                else:
+                    out.append([page, page + 4096])
+            return tuple((lo, hi) for lo, hi in out)
+        self.guard_pages = runs("none")
+        self.read_only_ranges = runs("ro")
 
     def in_guard_page(self, address):
         return address is not None and any(lo <= address < hi for lo, hi in self.guard_pages)
@@ -318,7 +344,12 @@ class Machine:
                 uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
             return
         a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
-        ret = handler(a, b, c)
+        try:
+            ret = handler(a, b, c)
+        except GuestFault as fault:
+            self._exception = f"a bad hypercall {number}: {fault}"
+            uc.emu_stop()
+            return
         if ret is not None:
             uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
             if self.answer_log is not None:
@@ -450,9 +481,10 @@ class Machine:
             UC_ERR_WRITE_UNMAPPED: "write to unmapped memory",
             UC_ERR_FETCH_UNMAPPED: "fetch from unmapped memory",
             UC_ERR_INSN_INVALID: "invalid opcode",
-            UC_ERR_READ_PROT: "read of a guard page",
-            UC_ERR_WRITE_PROT: "write to a guard page",
-            UC_ERR_FETCH_PROT: "fetch from a guard page",
+            # guard pages and free module space are not mapped for the CPU
+            UC_ERR_READ_PROT: "read of unmapped memory",
+            UC_ERR_WRITE_PROT: "write to unmapped memory",
+            UC_ERR_FETCH_PROT: "fetch from unmapped memory",
         }
         kind = kinds.get(exc.errno, str(exc))
         address = self._bad_access[1] if self._bad_access else None

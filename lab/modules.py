@@ -491,6 +491,9 @@ class ModuleLoader:
         self.image = image
         self.machine = machine
         self.area = Area(*MODULE_AREA)
+        # module space that holds no module is not mapped for the CPU, as
+        # unused vmalloc space is not: a stray access faults
+        machine.guard(MODULE_AREA[0], MODULE_AREA[1] - MODULE_AREA[0])
         self.modules = []        # the loaded ones
         self.history = []        # every module ever loaded, for names in traces and reports
 
@@ -634,8 +637,11 @@ class ModuleLoader:
             raise ModuleError(f"{path.name}: no init_module; declare one with module_init(fn)")
         # 5. commit: only now does anything reach emulated memory
         self.machine.write_code(base, bytes(blob))
+        mapped = (size + _PAGE - 1) & ~(_PAGE - 1)
         if read_only:
             self.machine.read_only(base, read_only)
+        if mapped > read_only:
+            self.machine.writable(base + read_only, mapped - read_only)
         self.area.take(base, size)
         self.modules.append(module)
         self.history.append(module)
@@ -645,9 +651,8 @@ class ModuleLoader:
         """Clear the module's memory and give its range back.  The caller
         makes sure nothing can reach it any more."""
         if module.loaded:
-            if module.read_only:
-                self.machine.writable(module.base, module.read_only)
             self.machine.write_code(module.base, bytes(module.size))
+            self.machine.guard(module.base, (module.size + _PAGE - 1) & ~(_PAGE - 1))
             module.loaded = False
             self.area.free(module.base, module.size)
             # forget it: a later module may reuse the range (a trace keeps its own copy of the symbols)

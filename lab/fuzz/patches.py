@@ -357,7 +357,13 @@ class CaseRunner:
                 outcome = "init-hangs"
             # after an init that hangs, the good patch loads but its transition
             # waits for the hung task, as kGraft's would
+            ran = any(p.loader_tid is not None for p in system.patches if p.module.path == path)
             stuck = self._good_still_loads(system, complete=outcome == "refused")
+            if stuck and ran and stuck.startswith("the good patch panicked the kernel"):
+                # the module's init ran before it failed and may have written
+                # anywhere in the kernel's data, which Linux does not protect
+                # either: a later panic is the damage it did, not the lab sticking
+                return "panic", f"{message} || then {stuck}", used
             if stuck:
                 return "stuck", f"{message} || then {stuck}", used
             return outcome, message, used

@@ -4,7 +4,7 @@ from __future__ import annotations
 from array import array
 
 from .. import events as ev
-from ..errors import LabError
+from ..errors import GuestFault, LabError
 from ..ftrace import FtraceError
 from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
 from .transition import IRQ, Transition
@@ -255,6 +255,8 @@ class Livepatch:
         return 0
 
     def _hc_module_start(self, fn, tid, _c):
+        if tid != self.kernel.current:
+            raise GuestFault(f"an init reported started in task {tid:#x}, which is not running")
         patch = next((p for p in self.patches if p.module.init == fn and p.module.loaded
                       and p.loader_tid is None), None)
         if patch is not None:
@@ -330,6 +332,8 @@ class Livepatch:
                               "the patch stays enabled and keeps its module loaded", level=4)
 
     def _hc_safe(self, tid, kind, _c):
+        if tid not in (self.kernel.current, IRQ, 2**64 - 1):
+            raise GuestFault(f"task {tid:#x} cannot move at a safe point: task {self.kernel.current} runs")
         t = self.transition
         if t is None:
             return
