@@ -15,6 +15,7 @@ void user_reader_main(void);
 void user_hammer_main(void);
 void start_kmodloader(void);
 void do_boot_modules(void);
+void setup_writeback(void);
 
 /* The value of key=value on the command line, or NULL. */
 const char *cmdline_get(const char *key)
@@ -111,6 +112,10 @@ const struct workload workloads[] = {
 	  "nr_hammer=N user tasks (default 6) calling sethostname() in a tight loop, "
 	  "pipe-reader and kfreezerd",
 	  setup_hammer, hammer_params, ARRAY_SIZE(hammer_params) },
+	{ "writeback",
+	  "kjournald dirties pages of two devices and is throttled over their dirty limit, "
+	  "kflushd writes them back (both freezable), pipe-reader",
+	  setup_writeback },
 };
 const int nr_workloads = ARRAY_SIZE(workloads);
 
