@@ -134,7 +134,7 @@ def test_an_unknown_constant_raises_naming_it(image):
 
 def test_the_image_lists_its_workloads_with_descriptions(image):
     names = [w.name for w in image.workloads]
-    assert names == ["default", "unannotated", "quiet", "hammer"]
+    assert names == ["default", "unannotated", "quiet", "hammer", "writeback"]
     assert all(w.description for w in image.workloads)
     assert "pipe-reader" in image.workload("default").description
 
@@ -142,7 +142,7 @@ def test_the_image_lists_its_workloads_with_descriptions(image):
 def test_an_unknown_workload_raises_naming_the_choices(image):
     with pytest.raises(lab.ImageError, match="'nope'") as info:
         image.workload("nope")
-    assert "default, unannotated, quiet, hammer" in str(info.value)
+    assert "default, unannotated, quiet, hammer, writeback" in str(info.value)
 
 
 def test_the_image_carries_the_sha256_of_its_sources(image):

@@ -177,7 +177,7 @@ def test_the_hammer_workload_starts_nr_hammer_tasks_that_all_make_progress(image
 
 
 def test_an_unknown_workload_is_refused_naming_the_choices(image):
-    with pytest.raises(lab.LabError, match="'nope'.*default, unannotated, quiet, hammer"):
+    with pytest.raises(lab.LabError, match="'nope'.*default, unannotated, quiet, hammer, writeback"):
         lab.boot(image, workload="nope")
 
 
