@@ -10,7 +10,8 @@ PATCH_AT = 1_000_000          # where the check loads the patch (lab run's defau
 SIGNAL_AFTER = 200_000        # the fake signal's interval, so the eternal sleeper moves
 COMPLETE_WITHIN = 8_000_000   # instructions a transition may take
 WINDOW = 2_000_000            # instructions run after completion to see the new code at work
-PROBE = 1_000_000             # instructions a workload runs while the check looks for the patched functions
+PROBE = 4_000_000             # instructions a workload runs at most while the check looks for the patched functions
+PROBE_STEP = 250_000
 SCHEDULES = 8                 # schedules the explorer runs
 _OWN = ("livepatch:", "kgr:")
 
@@ -62,9 +63,10 @@ class CheckReport:
 
 def choose_workload(image, functions):
     """The workload whose run enters most of functions (the kernel's
-    symbols), the first such in the image's order; and the counts."""
+    symbols) within PROBE instructions, the first such in the image's
+    order; and the counts."""
     import lab
-    best, best_counts = None, None
+    best, best_counts, chosen = None, {}, image.workloads[0].name
     for w in image.workloads:
         counts = Counter()
         with lab.boot(image, workload=w.name) as system:
@@ -73,11 +75,14 @@ def choose_workload(image, functions):
                     system.ftrace.register_tracer(name, lambda call: counts.update([call.function]))
                 except LabError:
                     continue
-            system.run(PROBE)
+            while system.clock < PROBE and not all(counts[f] for f in functions):
+                system.run(PROBE_STEP)
         score = (len([f for f in functions if counts[f]]), sum(counts.values()))
         if best is None or score > best:
-            best, best_counts, chosen = score, counts, w.name
-    return chosen, dict(best_counts)
+            best, best_counts, chosen = score, dict(counts), w.name
+        if score[0] == len(functions):
+            break
+    return chosen, best_counts
 
 
 def check_patch(creation, image, *, workload=None, schedules=None):
@@ -100,7 +105,7 @@ def _console_tail(system, since):
 def _run(report, image, module, workload):
     import lab
     from ..livepatch import LivepatchError
-    with lab.boot(image, workload=workload, signal_after=SIGNAL_AFTER) as system:
+    with lab.boot(image, workload=workload, signal_after=SIGNAL_AFTER, observe=True) as system:
         system.run(PATCH_AT - system.clock)
         mark = len(system.console)
         try:
@@ -129,6 +134,12 @@ def _run(report, image, module, workload):
         end = system.clock
         patched_tail = _console_tail(system, mark)
         report.entered = {n: entered[n] for n in new_names}
+        names = {t.tid: t.name for t in system.tasks}
+        for v in system.violations():
+            d = v.to_dict(names)
+            report.problems.append(f"the consistency checker: {d['task']} ({d['tid']}) broke the {d['rule']} rule "
+                                   f"at {d['first_mixed_at']:,} ({d['unit']}; old {', '.join(d['old']) or '-'}; "
+                                   f"new {', '.join(d['new']) or '-'})")
     with lab.boot(image, workload=workload, signal_after=SIGNAL_AFTER) as reference:
         reference.run(end - reference.clock)
         reference_tail = _console_tail(reference, mark)
