@@ -55,15 +55,22 @@ class AnalysisView:
 
 
 class CreationView:
-    """lab patch create's answer (a create.Creation)."""
+    """lab patch create's answer (a create.Creation).  paths=False names the
+    diff and the module by their file names, times=False leaves the seconds
+    out: what a notebook shows must not change from run to run."""
 
-    def __init__(self, creation):
+    def __init__(self, creation, *, paths=True, times=True):
         self.c = creation
+        self.paths = paths
+        self.times = times
+
+    def _path(self, p):
+        return str(p) if self.paths else p.name
 
     def __rich_console__(self, console, options):
         c = self.c
-        yield _line((f"{c.diff}", "bold"), f": changes {', '.join('firmware/' + f for f in c.files) or 'nothing'}")
-        for ch in c.changes:
+        yield _line((self._path(c.diff), "bold"), f": changes {', '.join('firmware/' + f for f in c.files) or 'nothing'}")
+        for ch in sorted(c.changes, key=lambda ch: (ch.kind != "function", ch.status, ch.name)):
             if ch.status == "gone" and ch.kind == "function":
                 style = "dim"
             else:
@@ -98,11 +105,11 @@ class CreationView:
             for n in g.notes:
                 yield _line(("note: ", "yellow"), n)
         if c.module:
-            yield _line(("module:", "bold"), f" {c.module}  (sources in {c.sources})")
+            yield _line(("module:", "bold"), f" {self._path(c.module)}  (sources in {self._path(c.sources)}/)")
         if c.check is not None:
             yield from _check_lines(c.check)
         yield _line(("verdict: ", "bold"), (c.verdict, "bold green" if c.ok else "bold red"),
-                    f"  ({c.seconds.get('total', 0):.1f} s)")
+                    f"  ({c.seconds.get('total', 0):.1f} s)" if self.times else "")
 
 
 def _check_lines(k):
