@@ -189,7 +189,7 @@ def statement_at(source, piece, line, name):
 def without_initializers(tokens, source):
     """A declaration's text without its initializers (`= ...` up to the next
     top-level ',' or ';')."""
-    out, depth, skipping = [], 0, False
+    depth, skipping = 0, False
     last = tokens[0].start
     chunks = []
     for t in tokens:
@@ -205,5 +205,4 @@ def without_initializers(tokens, source):
             skipping = False
             last = t.start
     chunks.append(source[last:tokens[-1].end])
-    out = "".join(chunks)
-    return out
+    return "".join(chunks)
