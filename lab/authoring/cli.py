@@ -80,7 +80,7 @@ def _image(args):
 
 
 def cmd_analyze(args, out):
-    from .analyze import analyze
+    from .analysis import analyze
     from .render import AnalysisView
     names = [n.strip() for n in args.functions]
     if any(not n for n in names):

@@ -112,6 +112,16 @@ class CreationView:
                     f"  ({c.seconds.get('total', 0):.1f} s)" if self.times else "")
 
 
+class CheckView:
+    """The check of a generated patch (a check.CheckReport)."""
+
+    def __init__(self, report):
+        self.report = report
+
+    def __rich_console__(self, console, options):
+        yield from _check_lines(self.report)
+
+
 def _check_lines(k):
     yield _line(("checked in workload ", "bold"), (k.workload, "bold"), ":")
     if not k.loaded:
