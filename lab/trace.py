@@ -54,10 +54,10 @@ class Keyframe:
     length: int
 
 
-# Where kernel threads pass the top of their loops: the checker's unit
-# boundaries for kernel threads (their safe points, whether or not a
-# transition runs).
-KTHREAD_LOOP_TOPS = ("try_to_freeze", "kgr_task_safe", "kgr_worker_safe")
+# Where kernel threads finish a round of their loops: the checker's unit
+# boundaries for kernel threads.  Not their safe points: a unit bounded by the
+# safe point itself could never show a misplaced one.
+KTHREAD_LOOP_TOPS = ("kthread_iteration_done",)
 
 
 class Observer:
