@@ -319,3 +319,13 @@ def test_lab_patch_create_refuses_options_that_would_be_ignored(tmp_path):
         _patch_cli("create", diff, "--no-check", "--workload", "writeback")
     with pytest.raises(lab.UsageError, match="ending in .o"):
         _patch_cli("create", diff, "-o", tmp_path / "x.ko")
+
+
+def test_lab_patch_create_leaves_a_directory_it_did_not_make_alone(tmp_path):
+    diff = tmp_path / "fix.diff"
+    shutil.copy(DIFFS / "string_cmdline_proc_show.diff", diff)
+    (tmp_path / "fix.src").mkdir()
+    (tmp_path / "fix.src" / "notes.txt").write_text("mine\n")
+    with pytest.raises(lab.UsageError, match="was not made by lab patch create"):
+        _patch_cli("create", diff, "--no-check")
+    assert (tmp_path / "fix.src" / "notes.txt").read_text() == "mine\n"

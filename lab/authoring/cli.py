@@ -111,9 +111,9 @@ def check_create(args):
     if output.resolve() == diff.resolve():
         raise UsageError(f"-o {output}: is the diff itself; give another output file")
     sources = output.with_suffix(".src")
-    if sources.exists() and not sources.is_dir():
-        raise UsageError(f"-o {output}: the generated sources go to {sources}, which exists and is not a "
-                         "directory; move it or choose another output")
+    if sources.exists() and not (sources.is_dir() and (sources / "patch.c").is_file()):
+        raise UsageError(f"-o {output}: the generated sources go to {sources}, which exists and was not made by "
+                         "lab patch create; move it or choose another output")
     img = _image(args)
     if args.workload is not None:
         img.workload(args.workload)

@@ -370,6 +370,9 @@ def _generate(result, kernel, tree, views, originals, patched, output, cc):
     output = pathlib.Path(output)
     sources = output.with_suffix(".src") if output.suffix == ".o" else output.parent / (output.name + ".src")
     if sources.exists():
+        if not (sources.is_dir() and (sources / "patch.c").is_file()):
+            raise AuthoringError(f"{sources}: exists and is not the sources of an earlier `lab patch create`; "
+                                 "move it, or choose another -o")
         shutil.rmtree(sources)
     sources.mkdir(parents=True)
     units = []
