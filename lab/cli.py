@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .authoring import cli as authoring_cli
 from .errors import KernelPanic, LabError, UsageError
 from .kernel import QUANTUM_MAX, QUANTUM_MIN
 
@@ -248,6 +249,7 @@ def build_parser():
     b = psub.add_parser("build", help="compile a C live patch with the firmware's flags")
     b.add_argument("source", metavar="SOURCE.c")
     b.add_argument("-o", "--output", metavar="OUT.o", help="the object to write (default: SOURCE with .o)")
+    authoring_cli.add_subcommands(psub)
 
     p = sub.add_parser("workloads", help="the workloads the image offers, with their parameters")
     _add_image(p)
@@ -844,6 +846,8 @@ def check_patch_build(args):
 
 
 def cmd_patch(args, out):
+    if args.patch_command in authoring_cli.COMMANDS:
+        return authoring_cli.run(args, out)
     from .patchbuild import build_patch
     source, output = check_patch_build(args)
     path = build_patch(source, output)
@@ -877,6 +881,22 @@ def cmd_workloads(args, out):
     return EXIT_OK
 
 
+def _print_table(out, table):
+    """A table on a terminal; piped, plain text: a title line, then one
+    record per line, columns aligned, nothing cut or wrapped (STYLE.md 13)."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    cells = [[str(c.header) for c in table.columns]]
+    for r in range(table.row_count):
+        cells.append([str(c._cells[r]) for c in table.columns])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    if table.title:
+        print(str(table.title))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
 def cmd_symbols(args, out):
     img = _image(args)
     _nonempty("FILTER", args.filter, "filter")
@@ -898,7 +918,7 @@ def cmd_symbols(args, out):
     for r in rows:
         t.add_row(f"{r['address']:#010x}", str(r["size"]), r["kind"], r["binding"], r["region"],
                   "yes" if r["pad"] else "", Text(r["name"]))
-    out.print(t)
+    _print_table(out, t)
     return EXIT_OK
 
 
@@ -912,7 +932,7 @@ def cmd_pads(args, out):
               title_justify="left")
     for p in img.pads:
         t.add_row(f"{p.address:#010x}", img.read(p.address, 5).hex(" "), Text(_text(p.function)))
-    out.print(t)
+    _print_table(out, t)
     return EXIT_OK
 
 

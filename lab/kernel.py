@@ -33,6 +33,10 @@ OOPS_LIMIT = 100
 _SCHEDULER_FUNCS = {"schedule", "__switch_to_asm", "preempt_schedule_irq", "schedule_timeout"}
 
 
+class InterruptLost(Exception):
+    """Kernel.interrupt() could not deliver: the kernel panicked instead."""
+
+
 class TaskState(enum.Enum):
     UNUSED = "unused"
     RUNNING = "running"
@@ -581,8 +585,11 @@ class Kernel:
         self._stall = 0
         if self._pending_signals:
             self._post_signals()
-        with m.replayable():
-            rip, user = self.interrupt(self._irq_entry, state)
+        try:
+            with m.replayable():
+                rip, user = self.interrupt(self._irq_entry, state)
+        except InterruptLost:
+            return
         self.log.add(ev.Interrupt, m.clock, tid=self.current, user=user, rip=rip)
         jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
         self._next_tick = m.clock + self.quantum + jitter
@@ -609,8 +616,11 @@ class Kernel:
             self._forced.sort()
             return
         self._forced.pop(0)
-        with m.replayable():
-            rip, user = self.interrupt(self.image.address("reschedule_entry"), state)
+        try:
+            with m.replayable():
+                rip, user = self.interrupt(self.image.address("reschedule_entry"), state)
+        except InterruptLost:
+            return
         self.log.add(ev.Preemption, m.clock, tid=self.current, user=user, rip=rip)
 
     def interrupt(self, entry, state=None):
@@ -624,6 +634,15 @@ class Kernel:
             top = Task(self, self.current).stack_top
             m.interrupt(entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top, state=state)
             return rip, True
+        frame = (state[1] & ~0xF) - 40
+        if not m.guest_range_ok(frame, 40) or any(lo < frame + 40 and frame < hi for lo, hi in m.read_only_ranges):
+            # the CPU cannot push the interrupt frame: the page fault that
+            # follows cannot be delivered either; Linux's double fault
+            # handler dies, and the kernel panics
+            where = self.symbolize(rip)
+            self._panic(f"double fault: the stack pointer {state[1]:#x} at {where} is not writable memory",
+                        [f"PANIC: double fault, error_code: 0x0 (rsp {state[1]:#x})", f"RIP: {where}"])
+            raise InterruptLost()
         m.interrupt(entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8, state=state)
         return rip, False
 

@@ -5,6 +5,7 @@ from array import array
 
 from .. import events as ev
 from ..errors import GuestFault, LabError
+from ..kernel import InterruptLost
 from ..ftrace import FtraceError
 from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
 from .transition import IRQ, Transition
@@ -577,7 +578,10 @@ class Livepatch:
         m = self.machine
         st = self._stop
         m.set_u64(self.image.address("stop_machine_cost"), max(cost // STOP_SPIN_INSNS, 1))
-        self.kernel.interrupt(self.image.address("stop_machine_entry"))
+        try:
+            self.kernel.interrupt(self.image.address("stop_machine_entry"))
+        except InterruptLost:
+            return
         if st is not None:
             st["delivered"] = m.clock
         if not hasattr(self, "_stop_hook"):
