@@ -9,6 +9,8 @@ from .plan import schedules_after
 from .schedule import record, reproducer
 from .shrink import shrink
 
+MAX_KEPT = 20
+
 
 @dataclass
 class Exploration:
@@ -19,9 +21,11 @@ class Exploration:
     systematic: int = 0
     random: int = 0
     failures: list = field(default_factory=list)   # failing Outcomes found, in plan order
+    refusals: list = field(default_factory=list)   # the first MAX_KEPT schedules the patch could not be applied in
     minimal: object = None                         # the first failure, shrunk
     shrink_runs: int = 0
     reproducer: str | None = None
+    refusal_reproducer: str | None = None          # a `lab run` line of the first refusal
     trace: str | None = None
     completed: int = 0
     panics: int = 0
@@ -29,7 +33,7 @@ class Exploration:
     instructions: int = 0
     seconds: float = 0.0
     workers: int = 1
-    where: str = "this process"
+    where: str = "in this process"
 
     @property
     def schedules(self):
@@ -67,6 +71,8 @@ class Exploration:
             "schedules_run": self.schedules,
             "violations": self.violations,
             "panics": [{"schedule": o.schedule.to_dict(), "panic": o.panic} for o in self.failures if o.panic],
+            "refusals": [{"schedule": o.schedule.to_dict(), "reason": o.refused} for o in self.refusals],
+            "refusal_reproducer": self.refusal_reproducer,
             "minimal_schedule": self.minimal.schedule.to_dict() if self.minimal else None,
             "minimal_outcome": self.minimal.to_dict() if self.minimal else None,
             "reproducer": self.reproducer,
@@ -100,6 +106,8 @@ def explore(plan, runner=None, *, trace_dir=None, progress=None):
             result.instructions += o.ran
             if o.failed:
                 result.failures.append(o)
+            if o.refused is not None and len(result.refusals) < MAX_KEPT:
+                result.refusals.append(o)
             if progress is not None:
                 progress(o)
 
@@ -116,10 +124,13 @@ def explore(plan, runner=None, *, trace_dir=None, progress=None):
         take(runner.run(plan, systematic, stop=stop), "systematic")
         if plan.all or not result.failures:
             take(runner.run(plan, randomly, stop=stop), "random")
+    kwargs = {"workload": plan.workload, "params": plan.params_dict or None, "image": plan.image}
+    if result.refusals:
+        first = result.refusals[0]
+        result.refusal_reproducer = reproducer(first.schedule, first, plan.name, plan.model, **kwargs)
     if result.failures:
         result.minimal, result.shrink_runs = shrink(plan, runner, result.failures[0])
         s = result.minimal.schedule
-        kwargs = {"workload": plan.workload, "params": plan.params_dict or None, "image": plan.image}
         result.reproducer = reproducer(s, result.minimal, plan.name, plan.model, **kwargs)
         if trace_dir is not None:
             path = pathlib.Path(trace_dir) / trace_name(plan, result.minimal)

@@ -15,12 +15,15 @@ def lines(exploration):
     """[(text, style)]: the verdict of one exploration, one record per line."""
     e, p = exploration, exploration.plan
     f = e.figures()
-    rate = f" ({f['schedules_per_second']:.1f} per second on {e.where})" if f["schedules_per_second"] else ""
+    rate = f" ({f['schedules_per_second']:.1f} per second {e.where})" if f["schedules_per_second"] else \
+        f" ({e.where})"
     head = (f"{p.name} under {p.model}: {e.schedules} schedules ({e.probes} bases, {e.systematic} with bounded "
             f"preemptions, {e.random} random){rate}")
     out = [(head, "")]
-    if e.panics and not e.failures:
-        out.append((f"{e.panics} schedule(s) ended in a kernel panic", "bold red"))
+    if e.refusals:
+        out.append((f"{p.name} under {p.model}: the patch could not be applied in {e.refused} schedule(s), "
+                    f"first with {e.refusals[0].schedule.describe()}: {e.refusals[0].refused}", "yellow"))
+        out.append((f"see it: {e.refusal_reproducer}", ""))
     if e.clean:
         out.append((f"{p.name} under {p.model}: no violation", "green"))
         return out
@@ -67,7 +70,10 @@ def junit_xml(explorations):
         p = e.plan
         name = quoteattr(f"{p.name} under {p.model}")
         out.append(f'    <testcase classname="lab.explore.{escape(p.model)}" name={name} time="{e.seconds:.3f}">')
-        body = [f"{e.schedules} schedules explored on {e.where}"]
+        body = [f"{e.schedules} schedules explored {e.where}"]
+        if e.refusals:
+            body.append(f"the patch could not be applied in {e.refused} schedule(s): {e.refusals[0].refused}; "
+                        f"see it: {e.refusal_reproducer}")
         if not e.clean:
             body += [e.first.summary(), f"minimal schedule: {e.minimal.schedule.describe()}"]
             if e.trace:
@@ -75,7 +81,7 @@ def junit_xml(explorations):
             body.append(f"reproduce: {e.reproducer}")
             message = quoteattr(f"{e.first.summary()}; reproduce: {e.reproducer}")
             out.append(f'      <failure type="consistency" message={message}>{escape(chr(10).join(body))}</failure>')
-        out.append(f"      <system-out>{escape(chr(10).join(body[:1]))}</system-out>")
+        out.append(f"      <system-out>{escape(chr(10).join(body[:2 if e.refusals else 1]))}</system-out>")
         out.append("    </testcase>")
     out += ["  </testsuite>", "</testsuites>", ""]
     return "\n".join(out)

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 
-from ..errors import UsageError
+from ..errors import LabError, UsageError
 from . import worker
 
 BATCH = 4                 # schedules per Dask task: small enough to stop early, large enough to amortise a task
@@ -25,7 +25,7 @@ class LocalRunner:
     """Runs every schedule in this process, one after the other."""
 
     workers = 1
-    where = "this process"
+    where = "in this process"
 
     def run(self, plan, schedules, *, probe=False, stop=None):
         for s in schedules:
@@ -73,14 +73,19 @@ class DaskRunner:
         from dask.distributed import Client, LocalCluster
         # the scheduler runs in this process: its progress lines are not the lab's output (errors still show)
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+        try:
+            # no dashboard; the scheduler's HTTP server (health checks) on a free port, not on 8787
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=logging.ERROR)
+        except Exception as exc:
+            raise LabError(f"cannot start a local Dask cluster of {workers} worker processes ({exc}); "
+                           "explore in this process with --workers 0") from None
         try:
             client = Client(cluster)
         except BaseException:
             cluster.close()
             raise
-        return cls(client, cluster, f"a local Dask cluster of {workers} worker processes")
+        return cls(client, cluster, f"on a local Dask cluster of {workers} worker processes")
 
     @classmethod
     def connect(cls, address, timeout=CONNECT_TIMEOUT):
@@ -100,7 +105,7 @@ class DaskRunner:
             client.close()
             raise UsageError(f"--scheduler {address}: the scheduler has no worker; start one with "
                              f"`dask worker {address}`") from None
-        return cls(client, None, f"the Dask scheduler at {address}")
+        return cls(client, None, f"on the Dask cluster of the scheduler at {address}")
 
     @property
     def workers(self):

@@ -289,8 +289,9 @@ def _run(system, schedule, patch, limit, tail, probe):
         if watch is not None:
             watch.close()
     applied = lp.patches[before] if len(lp.patches) > before else None
-    names = {t.tid: t.name for t in system.tasks}
-    violations = tuple(v.to_dict(names) for v in system.violations())
+    found = system.violations()
+    names = {t.tid: t.name for t in system.tasks} if found else {}
+    violations = tuple(v.to_dict(names) for v in found)
     state = "refused" if refused else (applied.state.value if applied else "not loaded")
     instants = ()
     if watch is not None:
