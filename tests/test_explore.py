@@ -219,6 +219,15 @@ def test_a_bounded_exploration_of_a_bundled_patch_under_kgraft_and_klp_finds_no_
     assert result.completed == 30 and result.panics == 0
 
 
+def test_schedules_the_patch_could_not_be_applied_in_are_listed_with_a_line_that_shows_it(run_lab):
+    refused = PATCHES / "bad" / "empty_patch.o"
+    result = explore(_plan(refused, schedules=4, **SMALL))
+    assert result.clean and result.refused == 4 == len(result.refusals)
+    assert "no function to patch" in result.refusals[0].refused
+    shown = run_lab(*shlex.split(result.refusal_reproducer)[1:])
+    assert shown.status == 1 and "was refused by the kernel" in shown.err + shown.out
+
+
 # ---- the command line ----
 
 def test_lab_explore_exits_1_with_the_reproducer_a_trace_and_a_junit_failure(run_lab, tmp_path):
