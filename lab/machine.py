@@ -517,7 +517,7 @@ class Machine:
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter")   # the engine itself: never copied, never replaced
-    _SNAPSHOT_BLOCK = 1 << 16
+    _SNAPSHOT_BLOCK = 1 << 18
 
     def snapshot(self):
         """The machine as it is now, for restore(): the CPU context, a copy of
@@ -557,18 +557,22 @@ class Machine:
             memcmp.restype = ctypes.c_int
             Machine._memcmp = memcmp
         here, there = ctypes.addressof(self._ram), ctypes.addressof(snap["ram"])
-        size, block, page = len(self.ram), self._SNAPSHOT_BLOCK, 4096
         runs = []            # [start, end) offsets of changed pages, adjacent ones merged
-        for lo in range(0, size, block):
-            n = min(block, size - lo)
-            if not memcmp(here + lo, there + lo, n):
-                continue
-            for p in range(lo, lo + n, page):
-                if memcmp(here + p, there + p, page):
-                    if runs and runs[-1][1] == p:
-                        runs[-1][1] = p + page
-                    else:
-                        runs.append([p, p + page])
+        # blocks of 256 KiB, then 16 KiB, then pages: few calls where nothing changed
+        todo = [(lo, min(lo + self._SNAPSHOT_BLOCK, len(self.ram))) for lo in range(0, len(self.ram),
+                                                                                   self._SNAPSHOT_BLOCK)]
+        for step in (1 << 14, 1 << 12):
+            found = []
+            for lo, hi in todo:
+                if memcmp(here + lo, there + lo, hi - lo):
+                    found += [(p, min(p + step, hi)) for p in range(lo, hi, step)]
+            todo = found
+        for lo, hi in todo:
+            if memcmp(here + lo, there + lo, hi - lo):
+                if runs and runs[-1][1] == lo:
+                    runs[-1][1] = hi
+                else:
+                    runs.append([lo, hi])
         for lo, hi in runs:
             ctypes.memmove(here + lo, there + lo, hi - lo)
             self._uc.ctl_remove_cache(RAM_BASE + lo, RAM_BASE + hi)
