@@ -9,6 +9,8 @@ import tempfile
 import zipfile
 
 import lab
+import lab.events
+import lab.trace
 from lab.image import FIRMWARE_DIR
 
 CAPABLE = FIRMWARE_DIR.parent / "patches" / "kgr_capable.o"
@@ -50,16 +52,40 @@ def recorded():
     return _recorded["path"], _recorded["digest"]
 
 
-def rewrite(src, dst, header=None, drop=()):
-    """Copy a trace (a zip) with its header.json changed by header(dict) and members dropped."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for item in zin.infolist():
-            if item.filename in drop:
-                continue
-            data = zin.read(item.filename)
-            if item.filename == "header.json" and header is not None:
-                h = json.loads(data)
-                header(h)
-                data = json.dumps(h).encode()
-            zout.writestr(item, data)
+def members(path):
+    """(header dict, {member name: bytes}) of a trace file."""
+    with zipfile.ZipFile(path) as z:
+        data = {name: z.read(name) for name in z.namelist()}
+    return json.loads(data.pop("header.json")), data
+
+
+def digest_of(events):
+    """The digest of events given as dicts (as events.jsonl holds them)."""
+    log = lab.events.EventLog()
+    log.events = [lab.events.from_dict(e) for e in events]
+    return log.digest
+
+
+def rewrite(src, dst, header=None, drop=(), edit=None, events=None, seal=True):
+    """Copy a trace (a zip) with its header.json changed by header(dict), its
+    events by events(list of dicts) (the header's digest following them), its
+    other members by edit(name, bytes) -> bytes, and members dropped; with
+    seal, the header's member hashes and its own hash are recomputed, as a
+    forger who knows the format would."""
+    head, data = members(src)
+    if events is not None:
+        listed = [json.loads(line) for line in data["events.jsonl"].decode().split("\n")]
+        events(listed)
+        data["events.jsonl"] = "\n".join(json.dumps(e, separators=(",", ":")) for e in listed).encode()
+        head["digest"] = digest_of(listed)
+    if header is not None:
+        header(head)
+    if edit is not None:
+        data = {name: edit(name, blob) for name, blob in data.items()}
+    if seal:
+        head = lab.trace.seal(head, data)
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name, blob in [("header.json", json.dumps(head).encode())] + list(data.items()):
+            if name not in drop:
+                zout.writestr(name, blob)
     return dst

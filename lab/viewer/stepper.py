@@ -9,6 +9,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
+from ..trace import TraceError
 from .index import TraceIndex, ViewerError
 from .views import CodeView, ConsoleTail, EventView, RegisterView, StepHeader, TaskView
 
@@ -112,7 +113,7 @@ class Stepper(App):
     def _show(self):
         try:
             self.state = self.inspector.state(self.step)
-        except ViewerError as exc:
+        except (ViewerError, TraceError) as exc:   # a trace that disagrees with its replay from here on
             self.say(str(exc))
             return
         follow = None if self.follow is None else self.index.task_name(self.follow)
@@ -247,7 +248,7 @@ class Stepper(App):
             try:
                 found = self.inspector.next_call(name, here)
                 msg = "" if found is not None else f"no call of {name} after step {here:,}"
-            except ViewerError as exc:
+            except (ViewerError, TraceError) as exc:
                 found, msg = None, str(exc)
             self.call_from_thread(self._found, found, msg)
 
