@@ -14,6 +14,12 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
+# every bundled patch under the models that promise consistency, 2,000 schedules each;
+# exit 1 with a reproducer (and the failing run's trace) on the first violation
+explore: $(VENV)/.installed
+	$(BIN)/lab explore $(addprefix --patch ,$(wildcard patches/*.o)) --model kgraft --model klp \
+		--schedules 2000 --junit explore.xml --trace-dir explore-traces
+
 # the referee's long fuzz run: 10,000 patch mutants, 300 damaged traces, every bad command line
 fuzz: $(VENV)/.installed
 	$(BIN)/python -m lab.fuzz --patches 10000 --traces 300 --cmdlines 1000
@@ -38,4 +44,4 @@ $(VENV)/.installed-test: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) firmware/build
 
-.PHONY: demo test bench fuzz firmware notebooks clean
+.PHONY: demo test bench fuzz explore firmware notebooks clean

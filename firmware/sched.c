@@ -46,7 +46,7 @@ static notrace struct task_struct *pick_next_task(struct task_struct *prev)
 			pos = i;
 	for (i = 1; i <= nr_tasks; i++) {
 		struct task_struct *p = &tasks[sched_order[(pos + i) % nr_tasks]];
-		if (p->state == TASK_RUNNING && !(p->flags & PF_IDLE))
+		if ((p->state == TASK_RUNNING || p->preempted) && !(p->flags & PF_IDLE))
 			return p;
 	}
 	return &tasks[0];
@@ -73,10 +73,15 @@ notrace void schedule(void)
 	local_irq_restore(flags);
 }
 
-/* Called from the interrupt exit path with interrupts off. */
+/* Called from the interrupt exit path with interrupts off.  A preempted
+ * task stays runnable whatever its state says: it may have been caught
+ * between prepare_to_wait() and checking its condition, and only it can
+ * finish that check (Linux's __schedule(SM_PREEMPT) does not dequeue it). */
 notrace void preempt_schedule_irq(void)
 {
+	current->preempted = 1;
 	schedule();
+	current->preempted = 0;
 }
 
 /* A new task's first instructions after its first switch (ret_from_fork). */

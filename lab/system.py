@@ -62,6 +62,17 @@ class System:
         self.close()
         return False
 
+    # ---- snapshots (the explorer restores one per schedule) ----
+    def snapshot(self):
+        """This system's state now, for restore(): see lab.snapshot."""
+        from .snapshot import snapshot
+        return snapshot(self)
+
+    def restore(self, snap):
+        """Bring the system back to a snapshot taken of it."""
+        from .snapshot import restore
+        return restore(self, snap)
+
     # ---- what must not change when a patch is refused ----
     def state_digest(self):
         """A sha256 over what a refused patch must leave as it was: kernel

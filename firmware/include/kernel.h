@@ -143,7 +143,8 @@ struct task_struct {
 	 * and whether its last sleep was ended by the fake signal */
 	u8 kgr_migrated_by;
 	u8 kgr_fake_wakeup;
-	u8 pad0[3];
+	u8 preempted;               /* switched out by preemption: runnable whatever its state */
+	u8 pad0[2];
 	int exit_code;
 	unsigned long sig_pending;  /* bitmask of real, queued signals */
 	struct k_sigaction sighand[NSIG];
