@@ -338,7 +338,12 @@ class Machine:
             # handlers still run (they only record)
             if handler is not None:
                 a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
-                handler(a, b, c)
+                try:
+                    handler(a, b, c)
+                except GuestFault as fault:      # as when it was recorded
+                    self._exception = f"a bad hypercall {number}: {fault}"
+                    uc.emu_stop()
+                    return
             ret = self.answers.get(self.clock)
             if ret is not None:
                 uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
