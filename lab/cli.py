@@ -291,6 +291,26 @@ def build_parser():
     _add_image(p)
     p.add_argument("function")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("shell", help="an interactive (or scripted) session on a live kernel",
+                       description="Boots a kernel and reads commands: run, patch, pending, signal, force, revert, "
+                                   "trace, back / goto (time travel over the recording), view, save, report; `help` "
+                                   "in the session lists them.  With --script FILE, or commands on standard input "
+                                   "that is not a terminal, it runs them without prompts and prints a transcript "
+                                   "that is the same on every run.  Exit status: 0; 1 a patch refused, a panic or "
+                                   "a consistency violation; 2 a usage error (in a script: the line, named).")
+    _add_image(p)
+    p.add_argument("--workload", default="default", help="workload chosen at boot (`lab workloads`)")
+    p.add_argument("--param", metavar="NAME=VALUE", action="append", default=[],
+                   help="a parameter of the workload, e.g. nr_hammer=8; repeat for several")
+    p.add_argument("--seed", type=_number("--seed", 0, MAX_SEED), default=0, metavar="S",
+                   help=f"schedule seed (0: none; at most {MAX_SEED:,})")
+    p.add_argument("--quantum", type=_number("--quantum", *QUANTUM_RANGE, "instructions"), default=None,
+                   metavar="Q", help=f"instructions per time slice (default 20,000; "
+                                     f"{QUANTUM_RANGE[0]:,} .. {QUANTUM_RANGE[1]:,})")
+    p.add_argument("--model", default="kgraft", choices=MODELS, help="consistency model (default kgraft)")
+    p.add_argument("--script", metavar="FILE", help="run the commands in FILE, one a line (# comments)")
+    p.add_argument("--svg", metavar="OUT.svg", help="also write the session, as a terminal shows it, to an SVG")
     return parser
 
 
@@ -990,9 +1010,18 @@ def cmd_trace(args, out):
     return EXIT_OK
 
 
+def cmd_shell(args, out):
+    from .shell import cli as shell_cli
+    check_output("--svg", args.svg, "session.svg")
+    if args.script is not None:
+        check_input("--script", args.script, "script", "give a file of the shell's commands, one a line")
+    img = _image(args)
+    return shell_cli.run(args, img, _workload(img, args))
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare, "explore": cmd_explore,
             "workloads": cmd_workloads, "symbols": cmd_symbols, "pads": cmd_pads, "disasm": cmd_disasm,
-            "trace": cmd_trace}
+            "trace": cmd_trace, "shell": cmd_shell}
 
 
 def _error(message):
