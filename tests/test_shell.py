@@ -187,6 +187,14 @@ def test_what_the_kernel_refuses_or_gets_wrong_is_told_the_script_goes_on_and_ex
     assert re.search(r"> tasks$", out, re.M), "the script stopped"
 
 
+def test_lab_shell_has_help_that_names_its_options(lab_shell):
+    status, out, _err, boots = lab_shell("--help")
+    assert (status, boots) == (0, 0)
+    assert "usage: lab shell" in out
+    for option in ("--workload", "--seed", "--model", "--script", "--svg"):
+        assert option in out
+
+
 @pytest.mark.parametrize("argv, names", [
     (["--script", "no/such.lab"], ["--script no/such.lab", "no such script"]),
     (["--seed", "-1"], ["--seed"]),
