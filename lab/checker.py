@@ -12,6 +12,10 @@ Two rules, each a violation whatever the consistency model promised:
   universe, no function the transition switches, old or new, is on its
   stack.  A task that moves with one on its stack returns into code of the
   universe it left.
+- stale: once a transition has completed, nothing enters the version it
+  left (the original body after patching, the replacement after
+  unpatching): such an entry was decided by a trampoline with the meaning an
+  earlier transition gave the universe flag.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ class Violation:
     old: tuple          # (function, at) entries of old versions; on-stack: the functions found
     new: tuple          # (function, at) entries of new versions
     first_mixed_at: int
-    rule: str = "mixed"     # "mixed" or "on-stack"
+    rule: str = "mixed"     # "mixed", "on-stack" or "stale"
 
     def to_dict(self, names=None):
         return {
@@ -72,13 +76,21 @@ def check(events):
 
     kinds = {}
     switching = {}        # the transition in progress: patch -> names of the functions it switches
+    left = {}             # a completed transition's patch -> the version nobody may enter any more
     for e in events:
         if isinstance(e, ev.TransitionStart):
             switching = {e.patch: set(e.functions)}
+            left.pop(e.patch, None)
             continue
         if isinstance(e, ev.PatchEvent) and e.state in ("complete", "reverted", "failed"):
             switching.pop(e.name, None)
+            if e.state != "failed":
+                left[e.name] = "old" if e.state == "complete" else "new"
             continue
+        if isinstance(e, ev.FuncEntry) and left.get(e.patch) == e.version:
+            key = -1 if e.in_irq else e.tid
+            violations.append(Violation(key, "entry", e.at, e.at, e.patch, ((e.function, e.at),), (), e.at,
+                                        rule="stale"))
         if isinstance(e, ev.Migrated) and e.stack:
             for patch, names in switching.items():
                 found = tuple((n, e.at) for n in e.stack if n in names)

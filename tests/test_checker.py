@@ -79,3 +79,52 @@ def test_kgraft_on_every_bundled_patch_has_no_violation():
         system, patch = completed(path, observe=True)
         system.run(500_000)
         assert system.violations() == [], path.name
+
+
+def test_entering_a_version_a_completed_transition_left_is_a_stale_decision():
+    events = [
+        ev.TransitionStart(0, 10, patch="p", target=1, functions=("f", "new_f")),
+        ev.FuncEntry(1, 20, tid=3, in_irq=False, function="f", version="old", patch="p"),
+        ev.PatchEvent(2, 30, name="p", state="complete"),
+        ev.FuncEntry(3, 40, tid=3, in_irq=False, function="f", version="new", patch="p"),
+        ev.FuncEntry(4, 50, tid=4, in_irq=False, function="f", version="old", patch="p"),
+    ]
+    (v,) = [v for v in check(events) if v.rule == "stale"]
+    assert (v.rule, v.tid, v.start, v.old) == ("stale", 4, 50, (("f", 50),))
+    # after the patch is reverted it is the new version nobody may enter
+    reverted = events[:4] + [ev.TransitionStart(5, 60, patch="p", target=0, functions=("f", "new_f")),
+                             ev.PatchEvent(6, 70, name="p", state="reverted"),
+                             ev.FuncEntry(7, 80, tid=3, in_irq=False, function="f", version="old", patch="p"),
+                             ev.FuncEntry(8, 90, tid=3, in_irq=False, function="f", version="new", patch="p")]
+    (v,) = [v for v in check(reverted) if v.rule == "stale"]
+    assert (v.rule, v.start) == ("stale", 90)
+
+
+def test_a_stale_trampoline_without_the_grace_period_is_caught(monkeypatch):
+    """The race the grace period prevents, let happen: the checker names it."""
+    import lab
+    from livepatch_helpers import CAPABLE_V2
+    from test_grace_period import _trampoline_entries
+    from lab.livepatch.core import Livepatch
+    original = Livepatch._begin
+
+    def no_grace(self, patch, funcs, target, verb):
+        retired, self.ftrace.retired = self.ftrace.retired, {}
+        try:
+            return original(self, patch, funcs, target, verb)
+        finally:
+            self.ftrace.retired.update(retired)
+    tramp, at = _trampoline_entries(seed=0)
+    with lab.boot(seed=0, observe=True) as system:
+        system.run(1_000_000)
+        system.apply_patch(CAPABLE)
+        system.kernel.preempt_at([at])
+        system.run(at - system.clock + 1)
+        system.run(200_000, until=lambda s: s.kernel.current != s.task("cap-user").tid)
+        system.force()
+        monkeypatch.setattr(Livepatch, "_begin", no_grace)
+        system.apply_patch(CAPABLE_V2)
+        system.run(1_000_000)
+        stale = [v for v in system.violations() if v.rule == "stale"]
+        assert stale and stale[0].tid == system.task("cap-user").tid
+        assert stale[0].patch == "sample_kgraft_patch"
