@@ -84,6 +84,11 @@ def main(argv=None):
         step = len(picked) / args.limit
         picked = [int(i * step) for i in range(args.limit)]
     killed, survived = 0, []
+    baseline = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                              capture_output=True, text=True)
+    if baseline.returncode != 0:
+        print(f"the tests fail on the unmutated {path}; fix them first:\n{baseline.stdout[-2000:]}")
+        return 2
     try:
         for n in picked:
             tree = ast.parse(source)
