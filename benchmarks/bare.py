@@ -56,7 +56,7 @@ class BareError(RuntimeError):
 class Bare:
     """One Unicorn CPU running the image, ticked every `quantum` instructions."""
 
-    def __init__(self, image, *, quantum, cmdline="workload=default", registers="api"):
+    def __init__(self, image, *, quantum, cmdline="workload=default", registers="ctypes"):
         self.quantum = quantum
         self.registers = registers
         self.clock = 0
@@ -86,8 +86,10 @@ class Bare:
 
         if registers == "api":
             on_syscall = _syscall_hook_api(syscall_entry)
+            self._tick_registers = _tick_registers_api(uc)
         elif registers == "ctypes":
             on_syscall = _syscall_hook_ctypes(uc, syscall_entry)
+            self._tick_registers = _tick_registers_ctypes(uc)
         else:
             raise ValueError(f"registers={registers!r}: choose 'api' or 'ctypes'")
 
@@ -104,13 +106,9 @@ class Bare:
     def run(self, instructions):
         """Run `instructions` instructions in slices that end at timer ticks,
         delivering each tick after its slice, as lab/kernel.py `run` does."""
-        uc = self.uc
-        emu_start = uc.emu_start
-        reg_read_batch = uc.reg_read_batch
-        reg_write_batch = uc.reg_write_batch
+        emu_start = self.uc.emu_start
+        read_tick, write_tick = self._tick_registers
         ram = self.ram
-        tick_regs = _TICK_REGS
-        rsp_reg, eflags_reg, rip_reg = X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_RIP
         irq_entry = self._irq_entry
         user_lo, user_hi = self._user_lo, self._user_hi
         current_off = self._current_task - RAM_BASE
@@ -132,7 +130,7 @@ class Bare:
             # the default workload never halts, so a slice retires all of count;
             # were it not so, the final state would differ from the lab's
             now += count
-            rip, rsp, rflags = reg_read_batch(tick_regs)
+            rip, rsp, rflags = read_tick()
             if now < due:
                 continue
             # the timer tick (lab/kernel.py _tick, lab/machine.py interrupt)
@@ -153,7 +151,7 @@ class Bare:
                 ss = kernel_cs + 8
             frame = (top & ~0xF) - 40
             _FRAME.pack_into(ram, frame - RAM_BASE, rip, cs, rflags, rsp, ss)
-            reg_write_batch([(rsp_reg, frame), (eflags_reg, rflags & ~X86_EFLAGS_IF), (rip_reg, irq_entry)])
+            write_tick(frame, rflags & ~X86_EFLAGS_IF, irq_entry)
             rip = irq_entry
             next_tick = now + quantum
         self.clock = now
@@ -190,7 +188,8 @@ def _syscall_hook_ctypes(uc, syscall_entry):
     """The same hook with preallocated ctypes arrays passed straight to
     uc_reg_read_batch/uc_reg_write_batch: what a driver tuned past the
     binding's per-call marshalling (register classes, arrays built per call) does.
-    It reaches into the binding (uclib, _uch), so it is an option, not the default."""
+    It reaches into the binding (uclib, _uch), as lab/machine.py does; the
+    default since the lab reaches its registers this way too."""
     from unicorn.unicorn_py3.unicorn import uclib
 
     handle = uc._uch
@@ -214,6 +213,47 @@ def _syscall_hook_ctypes(uc, syscall_entry):
         write_vals[3] = entry_minus_2
         write_batch(handle, write_ids, write_ptrs, 4)
     return on_syscall
+
+
+def _tick_registers_api(uc):
+    """(read, write) for tick delivery through the binding's public calls:
+    read() -> (rip, rsp, rflags); write(rsp, rflags, rip)."""
+    reg_read_batch, reg_write_batch = uc.reg_read_batch, uc.reg_write_batch
+    tick_regs = _TICK_REGS
+    rsp_reg, eflags_reg, rip_reg = X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_RIP
+
+    def read():
+        return reg_read_batch(tick_regs)
+
+    def write(rsp, rflags, rip):
+        reg_write_batch([(rsp_reg, rsp), (eflags_reg, rflags), (rip_reg, rip)])
+    return read, write
+
+
+def _tick_registers_ctypes(uc):
+    """The same two through preallocated ctypes arrays (as _syscall_hook_ctypes)."""
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    handle = uc._uch
+    read_ids = (ctypes.c_int * 3)(*_TICK_REGS)
+    read_vals = (ctypes.c_uint64 * 3)()
+    read_ptrs = (ctypes.c_void_p * 3)(*(ctypes.addressof(read_vals) + 8 * i for i in range(3)))
+    write_ids = (ctypes.c_int * 3)(X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_RIP)
+    write_vals = (ctypes.c_uint64 * 3)()
+    write_ptrs = (ctypes.c_void_p * 3)(*(ctypes.addressof(write_vals) + 8 * i for i in range(3)))
+    read_batch, write_batch = uclib.uc_reg_read_batch, uclib.uc_reg_write_batch
+    keep = (read_ids, read_vals, read_ptrs, write_ids, write_vals, write_ptrs)   # as _syscall_hook_ctypes
+
+    def read(keep=keep):
+        read_batch(handle, read_ids, read_ptrs, 3)
+        return read_vals
+
+    def write(rsp, rflags, rip, keep=keep):
+        write_vals[0] = rsp
+        write_vals[1] = rflags
+        write_vals[2] = rip
+        write_batch(handle, write_ids, write_ptrs, 3)
+    return read, write
 
 
 def state_digest(regs, ram):

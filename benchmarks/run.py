@@ -210,7 +210,7 @@ def throughput(opts):
 
     mips = {label: statistics.median(n / r["seconds"] / 1e6 for r in results) for label, results in runs.items()}
     ratio, per_round = speed_ratio(runs, "lab", "bare")
-    regs = "" if opts.bare_registers == "api" else f", bare registers {opts.bare_registers}"
+    regs = f", bare registers {opts.bare_registers}"
     summary = (f"lab/bare throughput: {ratio:.2f} (lab {mips['lab']:.1f} Minstr/s, bare {mips['bare']:.1f} "
                f"Minstr/s, {fmt_count(n)} instructions, quantum {quantum}{regs}, median of {opts.rounds})")
     details = [
@@ -277,9 +277,10 @@ def _parser():
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK_QUANTA, metavar="QUANTA",
                    help="the two sides take turns every QUANTA timer quanta within a round; 0: whole runs "
                         f"(default {DEFAULT_CHUNK_QUANTA})")
-    p.add_argument("--bare-registers", choices=("api", "ctypes"), default="api",
-                   help="how bare.py's SYSCALL hook reaches the registers: the binding's reg_*_batch (default) "
-                        "or ctypes arrays straight into uc_reg_*_batch")
+    p.add_argument("--bare-registers", choices=("api", "ctypes"), default="ctypes",
+                   help="how bare.py's SYSCALL hook and tick delivery reach the registers: ctypes arrays "
+                        "straight into uc_reg_*_batch, as lab/machine.py does (default), or the binding's "
+                        "reg_*_batch")
     p.add_argument("--image", default=None, help="kernel image (default: firmware/kernel.elf)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--check", action="store_true", help="exit 1 if a ratio misses its goal")

@@ -6,7 +6,6 @@ not a call into the emulator.  The clock is the retired-instruction count.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import struct
 
@@ -41,6 +40,106 @@ _VECTORS = {0: "divide error", 1: "debug", 3: "int3", 4: "overflow", 5: "bounds"
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
+_FRAME = struct.Struct("<5Q")   # an interrupt frame: rip, cs, rflags, rsp, ss
+
+# ---- register access for the hot paths ----
+#
+# The binding's reg_read_batch/reg_write_batch pick a value class for every
+# register (_select_reg_class) and build three ctypes arrays on every call:
+# most of a SYSCALL hook's time (issue 14).  The hot paths (SYSCALL, the
+# hypercall port, tick delivery, the start of a slice) instead hand
+# uc_reg_read_batch/uc_reg_write_batch arrays allocated once per register
+# list.  `uclib` and `Uc._uch` are internal names of unicorn 2.1's Python
+# binding (unicorn/unicorn_py3/unicorn.py), not its API: where they are
+# missing, _RegisterIO falls back to the binding's public reg_read_batch /
+# reg_write_batch, slower but the same registers
+# (tests/test_machine_fastpath.py runs both paths).
+try:
+    from unicorn.unicorn_py3.unicorn import uclib as _uclib
+    _UC_REG_READ_BATCH = _uclib.uc_reg_read_batch
+    _UC_REG_WRITE_BATCH = _uclib.uc_reg_write_batch
+except (ImportError, AttributeError):
+    _UC_REG_READ_BATCH = _UC_REG_WRITE_BATCH = None
+
+
+class _RegisterIO:
+    """Fixed lists of 64-bit registers of one engine, each read or written in one call.
+
+    reader(regs) and writer(regs) return functions made once per list (and
+    cached): read() -> the values, write(*values).  native: the preallocated
+    ctypes path (the default when the binding has the internal names)."""
+
+    def __init__(self, uc, native=None):
+        handle = getattr(uc, "_uch", None)
+        if native is None:
+            native = _UC_REG_READ_BATCH is not None and handle is not None
+        self.native = native
+        self._uc = uc
+        self._handle = handle
+        self._made = {}
+
+    def reader(self, regs):
+        """read() -> the values of regs, a fresh sequence each time."""
+        regs = tuple(regs)
+        fn = self._made.get(("r", regs))
+        if fn is None:
+            fn = self._made[("r", regs)] = self._native(regs, _UC_REG_READ_BATCH) if self.native \
+                else self._binding_reader(regs)
+        return fn
+
+    def writer(self, regs):
+        """write(*values) sets regs, in order, to values (modulo 2**64, as the binding does)."""
+        regs = tuple(regs)
+        fn = self._made.get(("w", regs))
+        if fn is None:
+            fn = self._made[("w", regs)] = self._native(regs, _UC_REG_WRITE_BATCH, write=True) if self.native \
+                else self._binding_writer(regs)
+        return fn
+
+    def _native(self, regs, batch, write=False):
+        n = len(regs)
+        ids = (ctypes.c_int * n)(*regs)
+        vals = (ctypes.c_uint64 * n)()
+        ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(vals) + 8 * i for i in range(n)))
+        handle = self._handle
+        # the arrays live as long as the function: they are its defaults
+        if write:
+            def write(*values, ids=ids, ptrs=ptrs, vals=vals):
+                vals[:] = values
+                status = batch(handle, ids, ptrs, n)
+                if status:
+                    raise UcError(status)
+            return write
+
+        def read(ids=ids, ptrs=ptrs, vals=vals):
+            status = batch(handle, ids, ptrs, n)
+            if status:
+                raise UcError(status)
+            return vals[:]      # a list: far cheaper to unpack than the ctypes array
+        return read
+
+    def _binding_reader(self, regs):
+        ids = list(regs)
+        reg_read_batch = self._uc.reg_read_batch
+        return lambda: reg_read_batch(ids)
+
+    def _binding_writer(self, regs):
+        reg_write_batch = self._uc.reg_write_batch
+        return lambda *values: reg_write_batch(list(zip(regs, values)))
+
+
+class _Replayable:
+    """Machine.replayable()'s block: counts nesting in machine._replayable."""
+    __slots__ = ("machine",)
+
+    def __init__(self, machine):
+        self.machine = machine
+
+    def __enter__(self):
+        self.machine._replayable += 1
+
+    def __exit__(self, *exc):
+        self.machine._replayable -= 1
 
 
 def _find_counter_offset():
@@ -117,6 +216,28 @@ class Machine:
         # used (UNICORN.md), so each becomes a fault of the running context
         uc.hook_add(UC_HOOK_INTR, self._on_exception)
         self._exception = None
+        self._bind_registers(_RegisterIO(uc))
+
+    # The hot paths' register functions, made by _bind_registers: attribute ->
+    # (reader or writer, registers).  Kept out of snapshots with the engine.
+    _REGISTER_FUNCTIONS = {
+        "_read_rip": ("r", ("RIP",)),
+        "_read_eflags": ("r", ("EFLAGS",)),
+        "_read_gprs": ("r", tuple("EFLAGS" if n == "rflags" else n.upper() for n in GPRS)),
+        "_read_cpu_state": ("r", ("RIP", "RSP", "EFLAGS")),            # cpu_state()
+        "_write_interrupt": ("w", ("RSP", "EFLAGS", "RIP")),            # interrupt()
+        "_read_syscall": ("r", ("RIP", "EFLAGS")),                      # _on_syscall()
+        "_write_syscall": ("w", ("RCX", "R11", "EFLAGS", "RIP")),
+        "_read_hypercall": ("r", ("RIP", "RDI", "RSI", "RDX")),         # _on_out()
+        "_write_rax": ("w", ("RAX",)),
+    }
+
+    def _bind_registers(self, io):
+        """Make the hot paths' register functions on io, a _RegisterIO of this engine."""
+        self._regio = io
+        for attr, (kind, names) in self._REGISTER_FUNCTIONS.items():
+            make = io.reader if kind == "r" else io.writer
+            setattr(self, attr, make([getattr(X, "UC_X86_REG_" + n) for n in names]))
 
     def close(self):
         """Release the engine now (its translation buffer and mappings), not
@@ -128,6 +249,10 @@ class Machine:
         self.syscall_watch = None
         self._code_hooks = {}
         self._counter = None
+        # the register functions hold the engine's handle: a call after uc_close must fail, not crash
+        for attr in self._REGISTER_FUNCTIONS:
+            setattr(self, attr, None)
+        self._regio = None
         uc, self._uc = self._uc, None
         finalizer = getattr(uc, "_Uc__finalizer", None)
         if finalizer is not None:
@@ -166,7 +291,11 @@ class Machine:
             return False
         if address < RAM_BASE or address + size > RAM_END:
             return False
-        return not any(lo < address + size and address < hi for lo, hi in self.guard_pages)
+        end = address + size
+        for lo, hi in self.guard_pages:     # a loop, not any(): this runs on every tick
+            if lo < end and address < hi:
+                return False
+        return True
 
     def guest_cstring(self, address, limit=256):
         """A NUL-terminated string the guest handed over, or None when the
@@ -232,14 +361,10 @@ class Machine:
     def in_guard_page(self, address):
         return address is not None and any(lo <= address < hi for lo, hi in self.guard_pages)
 
-    @contextlib.contextmanager
     def replayable(self):
-        """Writes inside this block are ones the kernel model redoes on replay."""
-        self._replayable += 1
-        try:
-            yield
-        finally:
-            self._replayable -= 1
+        """Writes inside this block are ones the kernel model redoes on replay.
+        (A plain context manager, not @contextmanager: every tick enters one.)"""
+        return _Replayable(self)
 
     def _note_write(self):
         if not self._running and not self._replayable:
@@ -297,13 +422,13 @@ class Machine:
     # ---- registers ----
     def regs(self):
         """All general registers, rip and rflags, as a dict."""
-        return dict(zip(GPRS, self._uc.reg_read_batch(_UC_GPRS)))
+        return dict(zip(GPRS, self._read_gprs()))
 
     def reg(self, name):
-        return self._uc.reg_read(_UC_REG[name])
+        return self._regio.reader([_UC_REG[name]])()[0]
 
     def set_regs(self, **values):
-        self._uc.reg_write_batch([(_UC_REG[k], v) for k, v in values.items()])
+        self._regio.writer([_UC_REG[k] for k in values])(*values.values())
         self._note_write()
 
     def flush_translations(self):
@@ -323,7 +448,7 @@ class Machine:
         number = value & 0xFFFFFFFF
         handler = self.hypercalls.get(number)
         lo, hi = self.hypercall_text
-        rip = uc.reg_read(X.UC_X86_REG_RIP)
+        rip, a, b, c = self._read_hypercall()
         if not lo <= rip < hi or (handler is None and self.answers is None):
             # only the kernel's own code talks to the lab (a module goes through
             # kgr_patch_kernel() and the rest): anything else is a fault of the
@@ -337,7 +462,6 @@ class Machine:
             # replaying: the recorded answer, whoever gave it; the kernel's own
             # handlers still run (they only record)
             if handler is not None:
-                a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
                 try:
                     handler(a, b, c)
                 except GuestFault as fault:      # as when it was recorded
@@ -346,9 +470,8 @@ class Machine:
                     return
             ret = self.answers.get(self.clock)
             if ret is not None:
-                uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
+                self._write_rax(ret & (2**64 - 1))
             return
-        a, b, c = uc.reg_read_batch([X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX])
         try:
             ret = handler(a, b, c)
         except GuestFault as fault:
@@ -356,7 +479,7 @@ class Machine:
             uc.emu_stop()
             return
         if ret is not None:
-            uc.reg_write(X.UC_X86_REG_RAX, ret & (2**64 - 1))
+            self._write_rax(ret & (2**64 - 1))
             if self.answer_log is not None:
                 self.answer_log.append((self.clock, number, ret & (2**64 - 1)))
 
@@ -366,13 +489,9 @@ class Machine:
         # the instruction's 2 bytes after this hook, hence entry - 2.
         if self.syscall_watch is not None:
             self.syscall_watch()
-        rip, rflags = uc.reg_read_batch([X.UC_X86_REG_RIP, X.UC_X86_REG_EFLAGS])
-        uc.reg_write_batch([
-            (X.UC_X86_REG_RCX, rip + 2),
-            (X.UC_X86_REG_R11, rflags),
-            (X.UC_X86_REG_EFLAGS, rflags & ~X86_EFLAGS_IF),
-            (X.UC_X86_REG_RIP, self.syscall_entry - 2),
-        ])
+        rip, rflags = self._read_syscall()
+        # rcx, r11, rflags, rip (_bind_registers)
+        self._write_syscall(rip + 2, rflags, rflags & ~X86_EFLAGS_IF, self.syscall_entry - 2)
 
     def _on_exception(self, uc, intno, _):
         self._exception = intno
@@ -435,7 +554,7 @@ class Machine:
         if self.closed:
             raise MachineError("this machine was closed; boot a new system")
         if rip is None:
-            rip = self._uc.reg_read(X.UC_X86_REG_RIP)
+            rip = self._read_rip()[0]
         self._bad_access = None
         self._exception = None
         self._stop_requested = False
@@ -459,7 +578,7 @@ class Machine:
             # the faulting instruction did not retire (a trap's RIP is past it; the lab treats both alike)
             self.retired += max(self._counter.value - 1, 0)
             self._running = False
-            rip = self._uc.reg_read(X.UC_X86_REG_RIP)
+            rip = self._read_rip()[0]
             if isinstance(self._exception, str):
                 raise MachineFault(self._exception, rip)
             raise MachineFault(_VECTORS.get(self._exception, f"CPU exception {self._exception}"), rip)
@@ -468,7 +587,7 @@ class Machine:
         else:
             done = min(self._counter.value - 1, count)
         self.halted = done < count and not self._stop_requested and \
-            self._hlt_before(self._uc.reg_read(X.UC_X86_REG_RIP))
+            self._hlt_before(self._read_rip()[0])
         if self.halted:
             done += 1   # hlt retired and ended emu_start before the counter saw the next instruction
         self.retired += done
@@ -480,7 +599,7 @@ class Machine:
         return 0 <= off < len(self.ram) and self.ram[off] == 0xF4
 
     def _fault(self, exc):
-        rip = self._uc.reg_read(X.UC_X86_REG_RIP)
+        rip = self._read_rip()[0]
         kinds = {
             UC_ERR_READ_UNMAPPED: "read of unmapped memory",
             UC_ERR_WRITE_UNMAPPED: "write to unmapped memory",
@@ -499,11 +618,11 @@ class Machine:
 
     # ---- interrupts ----
     def interrupts_enabled(self):
-        return bool(self._uc.reg_read(X.UC_X86_REG_EFLAGS) & X86_EFLAGS_IF)
+        return bool(self._read_eflags()[0] & X86_EFLAGS_IF)
 
     def cpu_state(self):
         """(rip, rsp, rflags) in one read."""
-        return self._uc.reg_read_batch([X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS])
+        return tuple(self._read_cpu_state())
 
     def interrupt(self, entry, *, cs, ss, stack=None, state=None):
         """Deliver an interrupt as the CPU would: align the stack (the current
@@ -513,15 +632,13 @@ class Machine:
         rip, rsp, rflags = state or self.cpu_state()
         top = (stack if stack is not None else rsp) & ~0xF
         frame = top - 40
-        self.write(frame, struct.pack("<5Q", rip, cs, rflags, rsp, ss))
-        self._uc.reg_write_batch([
-            (X.UC_X86_REG_RSP, frame),
-            (X.UC_X86_REG_EFLAGS, rflags & ~X86_EFLAGS_IF),
-            (X.UC_X86_REG_RIP, entry),
-        ])
+        _FRAME.pack_into(self.ram, self._off(frame, 40), rip, cs, rflags, rsp, ss)
+        self._note_write()
+        self._write_interrupt(frame, rflags & ~X86_EFLAGS_IF, entry)   # rsp, rflags, rip
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
-    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter")   # the engine itself: never copied, never replaced
+    # the engine itself and the register functions bound to it: never copied, never replaced
+    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", *_REGISTER_FUNCTIONS)
     _SNAPSHOT_BLOCK = 1 << 18
 
     def snapshot(self):

@@ -1,0 +1,142 @@
+"""Tests for lab.machine's register fast path: the hot paths (SYSCALL, the
+hypercall port, tick delivery) reach the registers through preallocated ctypes
+arrays into uc_reg_read_batch/uc_reg_write_batch, with the binding's public
+calls as the fallback when its internal names are missing; both paths must
+give the same registers, and so the same runs."""
+import struct
+
+import pytest
+
+import lab
+from lab import machine as machine_mod
+from lab.machine import GPRS, RAM_BASE, X86_EFLAGS_IF, Machine, _RegisterIO
+
+CODE = RAM_BASE + 0x1000
+ENTRY = RAM_BASE + 0x2000
+STACK = RAM_BASE + 0x8008
+
+SYSCALL = "0f05"
+OUT_E9_EAX = "e7e9"
+SPIN = "ebfe"
+HLT = "f4"
+DISTINCT = {name: (0x1111_0000_0000_0000 * (i + 1) + i) & (2**64 - 1) for i, name in enumerate(GPRS)
+            if name not in ("rip", "rflags")}
+
+
+def mov_eax(imm):
+    return "b8" + struct.pack("<I", imm).hex()
+
+
+@pytest.fixture
+def fallback(monkeypatch):
+    """Machines made while this is active use the binding's public calls, as
+    they would with a binding that lacks uclib's batch functions."""
+    monkeypatch.setattr(machine_mod, "_UC_REG_READ_BATCH", None)
+    monkeypatch.setattr(machine_mod, "_UC_REG_WRITE_BATCH", None)
+
+
+def test_a_machine_uses_the_native_path_when_the_binding_has_its_internal_names():
+    assert Machine()._regio.native
+
+
+def test_a_machine_falls_back_to_the_binding_when_the_internal_names_are_missing(fallback):
+    assert not Machine()._regio.native
+
+
+@pytest.mark.parametrize("writer_native", [True, False])
+def test_both_paths_read_the_same_registers_whichever_wrote_them(writer_native):
+    m = Machine()
+    native, binding = _RegisterIO(m._uc, native=True), _RegisterIO(m._uc, native=False)
+    ids = [machine_mod._UC_REG[name] for name in DISTINCT]
+    (native if writer_native else binding).writer(ids)(*DISTINCT.values())
+    expected = list(DISTINCT.values())
+    assert list(native.reader(ids)()) == expected
+    assert list(binding.reader(ids)()) == expected
+    assert list(m._uc.reg_read_batch(ids)) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_written_value_wraps_modulo_2_to_the_64_on_both_paths(native):
+    m = Machine()
+    io = _RegisterIO(m._uc, native=native)
+    rax, rbx = machine_mod._UC_REG["rax"], machine_mod._UC_REG["rbx"]
+    io.writer([rax, rbx])(-1, 2**64 + 5)
+    assert m._uc.reg_read_batch([rax, rbx]) == (2**64 - 1, 5)
+
+
+def test_a_native_read_returns_a_fresh_sequence_each_time():
+    m = Machine()
+    m.set_regs(rip=CODE, rsp=STACK, rflags=0x2)
+    first = m.cpu_state()
+    m.set_regs(rip=ENTRY)
+    assert first == (CODE, STACK, 0x2)
+    assert m.cpu_state() == (ENTRY, STACK, 0x2)
+
+
+def _syscall_story(m):
+    """A SYSCALL into an entry that makes hypercall 1 (answered), then an
+    interrupt delivered between slices: the registers after each step."""
+    seen = []
+    m.hypercalls[1] = lambda a, b, c: seen.append(("hc", a, b, c)) or 0xABCD
+    m.syscall_entry = ENTRY
+    m.write_code(CODE, bytes.fromhex(SYSCALL + SPIN))
+    m.write_code(ENTRY, bytes.fromhex(mov_eax(1) + OUT_E9_EAX + HLT))
+    m.set_regs(**DISTINCT, rflags=0x2 | X86_EFLAGS_IF | 0x1)
+    steps = [m.regs()]
+    m.run(1, rip=CODE)                       # the syscall
+    steps.append(m.regs())
+    m.run(10)                                # mov, out, hlt
+    steps.append(m.regs())
+    state = m.cpu_state()
+    m.interrupt(CODE, cs=0x10, ss=0x18, stack=STACK, state=state)
+    steps.append(m.regs())
+    return steps, seen, m.clock, m.read(RAM_BASE, 0x9000)
+
+
+def test_syscall_hypercall_and_interrupt_leave_the_same_registers_on_both_paths(monkeypatch):
+    native = _syscall_story(Machine())
+    monkeypatch.setattr(machine_mod, "_UC_REG_READ_BATCH", None)
+    monkeypatch.setattr(machine_mod, "_UC_REG_WRITE_BATCH", None)
+    m = Machine()
+    assert not m._regio.native
+    assert _syscall_story(m) == native
+    steps, seen, _clock, _ram = native
+    after_syscall = steps[1]
+    assert after_syscall["rcx"] == CODE + 2 and after_syscall["r11"] == 0x2 | X86_EFLAGS_IF | 0x1
+    assert after_syscall["rip"] == ENTRY and not after_syscall["rflags"] & X86_EFLAGS_IF
+    assert seen == [("hc", DISTINCT["rdi"], DISTINCT["rsi"], DISTINCT["rdx"])]
+    assert steps[2]["rax"] == 0xABCD
+
+
+def test_the_hot_paths_do_not_go_through_the_bindings_register_calls():
+    m = Machine()
+
+    def refuse(*_):
+        raise AssertionError("the binding's register call was used on a hot path")
+    # instance attributes shadow the binding's methods for this engine only
+    m._uc.reg_read_batch = m._uc.reg_write_batch = m._uc.reg_read = m._uc.reg_write = refuse
+    steps, seen, clock, _ = _syscall_story(m)
+    assert seen and steps[1]["rip"] == ENTRY
+    assert m.interrupts_enabled() is False
+
+
+def test_a_closed_machine_refuses_register_access_instead_of_touching_the_freed_engine():
+    m = Machine()
+    m.close()
+    with pytest.raises((AttributeError, TypeError)):
+        m.cpu_state()
+    with pytest.raises((AttributeError, TypeError)):
+        m.regs()
+
+
+def test_a_booted_kernel_runs_the_same_on_both_paths(image, monkeypatch):
+    native = lab.boot(image)
+    native.run(400_000)
+    monkeypatch.setattr(machine_mod, "_UC_REG_READ_BATCH", None)
+    monkeypatch.setattr(machine_mod, "_UC_REG_WRITE_BATCH", None)
+    binding = lab.boot(image)
+    assert not binding.machine._regio.native
+    binding.run(400_000)
+    assert binding.kernel.log.digest == native.kernel.log.digest
+    assert binding.machine.regs() == native.machine.regs()
+    assert bytes(binding.machine.ram) == bytes(native.machine.ram)
