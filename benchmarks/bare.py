@@ -54,7 +54,12 @@ class BareError(RuntimeError):
 
 
 class Bare:
-    """One Unicorn CPU running the image, ticked every `quantum` instructions."""
+    """One Unicorn CPU running the image, ticked every `quantum` instructions.
+
+    registers: how the SYSCALL hook and tick delivery reach the registers,
+    "ctypes" (preallocated arrays straight into uc_reg_read_batch /
+    uc_reg_write_batch, as lab/machine.py does; the default) or "api" (the
+    binding's reg_read_batch / reg_write_batch)."""
 
     def __init__(self, image, *, quantum, cmdline="workload=default", registers="ctypes"):
         self.quantum = quantum
@@ -246,7 +251,7 @@ def _tick_registers_ctypes(uc):
 
     def read(keep=keep):
         read_batch(handle, read_ids, read_ptrs, 3)
-        return read_vals
+        return read_vals[:]     # a list unpacks faster than the ctypes array
 
     def write(rsp, rflags, rip, keep=keep):
         write_vals[0] = rsp

@@ -160,7 +160,7 @@ def _observables(image, regs, ram, u64):
     }
 
 
-@benchmark("throughput", goal=0.8, description=(
+@benchmark("throughput", goal=0.95, description=(
     "lab (lab.boot + System.run) over bare Unicorn running the same image with the same "
     "slicing and ticks and only the SYSCALL and hypercall-port hooks (benchmarks/bare.py)"))
 def throughput(opts):

@@ -238,6 +238,8 @@ class Machine:
         for attr, (kind, names) in self._REGISTER_FUNCTIONS.items():
             make = io.reader if kind == "r" else io.writer
             setattr(self, attr, make([getattr(X, "UC_X86_REG_" + n) for n in names]))
+        # reg(name): a trace reads rax on every system call entry
+        self._read_reg = {name: io.reader([reg]) for name, reg in _UC_REG.items()}
 
     def close(self):
         """Release the engine now (its translation buffer and mappings), not
@@ -252,6 +254,7 @@ class Machine:
         # the register functions hold the engine's handle: a call after uc_close must fail, not crash
         for attr in self._REGISTER_FUNCTIONS:
             setattr(self, attr, None)
+        self._read_reg = None
         self._regio = None
         uc, self._uc = self._uc, None
         finalizer = getattr(uc, "_Uc__finalizer", None)
@@ -425,7 +428,7 @@ class Machine:
         return dict(zip(GPRS, self._read_gprs()))
 
     def reg(self, name):
-        return self._regio.reader([_UC_REG[name]])()[0]
+        return self._read_reg[name]()[0]
 
     def set_regs(self, **values):
         self._regio.writer([_UC_REG[k] for k in values])(*values.values())
@@ -638,7 +641,7 @@ class Machine:
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
-    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", *_REGISTER_FUNCTIONS)
+    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", *_REGISTER_FUNCTIONS)
     _SNAPSHOT_BLOCK = 1 << 18
 
     def snapshot(self):
