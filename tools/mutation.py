@@ -73,11 +73,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("module")
     p.add_argument("--limit", type=int, default=0, help="at most N mutants, spread over the module")
-    p.add_argument("tests", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # everything after `--` goes to pytest as it is
+    tests = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     path = pathlib.Path(args.module)
     source = path.read_text()
-    tests = [t for t in args.tests if t != "--"]
     spots = mutants(ast.parse(source))
     picked = list(range(len(spots)))
     if args.limit and len(picked) > args.limit:
