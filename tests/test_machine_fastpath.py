@@ -115,7 +115,7 @@ def test_the_hot_paths_do_not_go_through_the_bindings_register_calls():
         raise AssertionError("the binding's register call was used on a hot path")
     # instance attributes shadow the binding's methods for this engine only
     m._uc.reg_read_batch = m._uc.reg_write_batch = m._uc.reg_read = m._uc.reg_write = refuse
-    steps, seen, clock, _ = _syscall_story(m)
+    steps, seen, _clock, _ram = _syscall_story(m)
     assert seen and steps[1]["rip"] == ENTRY
     assert m.interrupts_enabled() is False
 
