@@ -161,16 +161,18 @@ def test_the_checkers_verdicts_stay_what_the_models_promise_over_50_seeds(patch)
                     {PatchState.COMPLETE, PatchState.FAILED}
                 assert p.state in expected and system.livepatch.busy is None, where
             else:
-                # immediate promises nothing: only the prototype pair can go wrong, and
-                # exactly when the user sees it the checker names a mixed unit
+                # immediate promises nothing: only the prototype pair can go wrong,
+                # and whenever the user sees it the checker names a mixed unit (a
+                # unit can mix without the user noticing: old and new copies of
+                # the same function, each with its own callee)
                 seen = any("mismatch" in line for line in system.console)
                 mixed = [v for v in violations if v.rule == "mixed"]
                 assert p.state == PatchState.COMPLETE, where
                 if patch == PAIR.name:
-                    assert seen == bool(mixed), where
-                    mixes[patch] = mixes.get(patch, 0) + bool(mixed)
+                    assert mixed or not seen, where
+                    mixes[patch] = mixes.get(patch, 0) + seen
                 else:
                     assert not seen and not mixed, where
             system.close()
     if patch == PAIR.name:
-        assert mixes.get(patch, 0) > 0, "immediate never mixed the prototype pair in 50 seeds"
+        assert mixes.get(patch, 0) > 0, "the user never saw immediate mix the prototype pair in 50 seeds"
