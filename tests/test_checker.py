@@ -128,3 +128,25 @@ def test_a_stale_trampoline_without_the_grace_period_is_caught(monkeypatch):
         stale = [v for v in system.violations() if v.rule == "stale"]
         assert stale and stale[0].tid == system.task("cap-user").tid
         assert stale[0].patch == "sample_kgraft_patch"
+
+
+def test_during_an_unpatching_transition_the_original_body_is_not_stale():
+    events = [
+        ev.TransitionStart(0, 10, patch="p", target=1, functions=("f", "new_f")),
+        ev.PatchEvent(1, 20, name="p", state="complete"),
+        ev.TransitionStart(2, 30, patch="p", target=0, functions=("f", "new_f")),
+        ev.FuncEntry(3, 40, tid=3, in_irq=False, function="f", version="old", patch="p"),
+        ev.FuncEntry(4, 50, tid=-1, in_irq=True, function="f", version="old", patch="p"),
+    ]
+    assert check(events) == []
+    stale = check(events[:2] + [ev.FuncEntry(3, 40, tid=3, in_irq=True, function="f", version="old", patch="p")])
+    assert [(v.rule, v.tid) for v in stale] == [("stale", -1)]
+
+
+def test_a_kernel_thread_round_that_mixed_is_reported_when_the_next_round_starts():
+    events = [ev.KthreadLoop(seq=0, at=5, tid=4, where="kthread_iteration_done"),
+              ev.FuncEntry(1, 6, tid=4, in_irq=False, function="f", version="old", patch="p"),
+              ev.FuncEntry(2, 7, tid=4, in_irq=False, function="g", version="new", patch="p"),
+              ev.KthreadLoop(seq=3, at=9, tid=4, where="kthread_iteration_done")]
+    (v,) = check(events)
+    assert (v.unit, v.start, v.end) == ("kthread", 5, 9)

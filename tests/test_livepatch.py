@@ -383,3 +383,21 @@ def test_the_idle_task_moves_in_its_own_idle_loop():
     idle = system.report()["tasks"][0]
     assert (idle["name"], idle["universe"], idle["migrated_by"]) == ("swapper/0", "new", "kgr-task-safe")
     assert patch.started_at <= idle["migrated_at"] <= patch.completed_at
+
+
+def test_the_fake_signal_is_sent_once_per_interval_not_on_every_slice():
+    # kunannotated never moves, so it is woken again every interval
+    system, patch = patched(CAPABLE, workload="unannotated", signal_after=300_000)
+    system.run(2_000_000)
+    tid = system.task("kunannotated").tid
+    kicks = [e.at for e in system.events if e.kind == "signal" and e.tid == tid]
+    assert len(kicks) >= 3
+    assert all(b - a >= 300_000 for a, b in zip(kicks, kicks[1:])), kicks
+
+
+def test_force_moves_the_interrupt_context_too():
+    system, patch = patched(CAPABLE)
+    t = system.transition
+    assert t.irq_universe() != t.target
+    system.force()
+    assert t.irq_universe() == t.target and patch.state == PatchState.COMPLETE
