@@ -631,7 +631,12 @@ def cmd_run(args, out):
                 system.inject_fault(tid)
             failed = _run_patches(system, args, notes, PatchState)
             if system.clock < args.instructions:
-                system.run(args.instructions - system.clock)
+                if out.is_terminal and not args.json:
+                    # a progress line on a terminal, nothing when piped (same run either way)
+                    from .shell.progress import RunProgress
+                    RunProgress(system, out).run(args.instructions - system.clock)
+                else:
+                    system.run(args.instructions - system.clock)
         except KernelPanic as exc:
             panic = str(exc)
         if args.trace:
