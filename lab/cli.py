@@ -813,9 +813,19 @@ def cmd_explore(args, out):
     if args.trace_dir is not None:
         pathlib.Path(args.trace_dir).mkdir(exist_ok=True)
     results = []
-    with make_runner(args.workers, args.scheduler) as runner:
+    import contextlib
+    with make_runner(args.workers, args.scheduler) as runner, contextlib.ExitStack() as stack:
+        bar = None
+        if out.is_terminal and not args.json:
+            # a progress line on a terminal (schedules run, by patch and model); nothing when piped
+            from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            bar = stack.enter_context(Progress(TextColumn("{task.description}"), MofNCompleteColumn(),
+                                               TextColumn("schedules"), TimeElapsedColumn(),
+                                               console=out, transient=True))
         for plan in plans:
-            result = explore(plan, runner, trace_dir=args.trace_dir)
+            task = bar.add_task(f"{plan.shown} under {plan.model}", total=None) if bar is not None else None
+            result = explore(plan, runner, trace_dir=args.trace_dir,
+                             progress=(lambda _o, task=task: bar.advance(task)) if bar is not None else None)
             results.append(result)
             if not args.json:
                 for text, style in lines(result):
