@@ -720,8 +720,6 @@ class Livepatch:
         self.last_transition = t
         self.transition = None
         self.ftrace.retire_trampolines()
-        if boot:
-            t.boot = True
 
     # ---- what a user asks for ----
     def find(self, name):
