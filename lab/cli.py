@@ -851,13 +851,26 @@ def cmd_demo(args, out):
             print(json.dumps(system.report(), indent=2))
         return EXIT_OK
     out.rule("kGraft lab: live patching capable() on a running kernel")
+    import contextlib
+    stack = contextlib.ExitStack()
+    bar = task = None
+    if out.is_terminal:
+        # the instructions run so far under the story, on a terminal only
+        from rich.progress import BarColumn, Progress, TextColumn
+        bar = stack.enter_context(Progress(TextColumn("[dim]running"), BarColumn(),
+                                           TextColumn("{task.completed:,.0f} of {task.total:,.0f} instructions"),
+                                           console=out, transient=True))
+        task = bar.add_task("demo", total=args.instructions)
 
     def on_step(system, lines):
         for at, text in lines:
             out.print(Text.assemble((f"{at:>11,}", "dim"), "  ", text), soft_wrap=True)
+        if bar is not None:
+            bar.update(task, completed=min(system.clock, args.instructions))
 
-    with run_demo(args.instructions, seed=args.seed, image=img, on_step=on_step,
-                  record=bool(args.trace)) as system:
+    with stack:
+        system = run_demo(args.instructions, seed=args.seed, image=img, on_step=on_step, record=bool(args.trace))
+    with system:
         out.print(demo_view(system))
         if args.trace:
             system.save_trace(args.trace)
