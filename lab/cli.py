@@ -207,6 +207,9 @@ def build_parser():
     _add_image(p)
     p.add_argument("--patch", metavar="FILE", action="append", default=[],
                    help="a patch object to explore; repeat for several (each is explored on its own)")
+    p.add_argument("--then", metavar="FILE", action="append", default=[],
+                   help="a patch loaded after the explored one has completed, as `lab run --patch A --patch B` "
+                        "loads them (a stacked patch: the transitions follow each other); repeat for more")
     p.add_argument("--model", metavar="M", action="append", default=[], choices=MODELS,
                    help="consistency model (default kgraft); repeat for several")
     p.add_argument("--workload", default="default", help="workload chosen at boot (`lab workloads`)")
@@ -775,7 +778,7 @@ def check_explore(args):
                          f"the fake signal; add --model {' or --model '.join(signalling)}, or drop it")
     img = _image(args)
     params = _workload(img, args)
-    check_patches(img, [("--patch", args.patch)])
+    check_patches(img, [("--patch", args.patch), ("--then", args.then)])
     return img, params, models, lists
 
 
@@ -808,7 +811,8 @@ def cmd_explore(args, out):
     plans = [Plan(os.path.abspath(path), model=model, workload=args.workload, params=tuple(sorted(params.items())),
                   image=str(img.path) if args.image is not None else None,
                   signal_afters=lists["signal_afters"] if model in signalling else None,
-                  sample_seed=args.sample_seed, all=args.all, shown=path, **options)
+                  sample_seed=args.sample_seed, all=args.all, shown=path,
+                  then=tuple(os.path.abspath(t) for t in args.then), then_shown=tuple(args.then), **options)
              for path in args.patch for model in models]
     if args.trace_dir is not None:
         pathlib.Path(args.trace_dir).mkdir(exist_ok=True)

@@ -404,3 +404,43 @@ def test_the_lab_explore_fixture_passes_a_clean_patch_and_fails_a_mixing_one_wit
     res = pytester.runpytest("-p", "no:cacheprovider")
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines([f"*AssertionError: lab run --patch {PAIR} --model immediate *--instructions *"])
+
+
+# ---- the planted problem: the stale-trampoline race, with the grace period undone ----
+
+def _stacked_plan():
+    return Plan(str(CAPABLE), then=(str(PATCHES / "kgr_capable_v2.o"),), model="kgraft",
+                seeds=(0,), quanta=(20_000,), patch_ats=(1_000_000,), signal_afters=(200_000,),
+                schedules=80, preemptions=1, instants=60, shown=str(CAPABLE))
+
+
+def test_with_the_grace_period_undone_the_explorer_finds_the_stale_trampoline_race(monkeypatch):
+    """A task preempted at the first instruction of patch A's trampoline,
+    resumed after A completed and a stacked B started, decides with B's
+    meaning of its universe flag in A's trampoline and runs the original
+    body.  Without the grace period the explorer finds it by itself, shrinks
+    it, and the `lab run` line it prints shows the same stale entry."""
+    from lab.cli import main
+    from lab.livepatch.core import Livepatch
+    original = Livepatch._begin
+
+    def no_grace(self, patch, funcs, target, verb):
+        retired, self.ftrace.retired = self.ftrace.retired, {}
+        try:
+            return original(self, patch, funcs, target, verb)
+        finally:
+            self.ftrace.retired.update(retired)
+    monkeypatch.setattr(Livepatch, "_begin", no_grace)
+    result = explore(_stacked_plan(), LocalRunner())
+    assert not result.clean
+    (v,) = [v for v in result.minimal.violations if v["rule"] == "stale"][:1]
+    assert (v["task"], v["patch"]) == ("cap-user", "sample_kgraft_patch")
+    assert len(result.minimal.schedule.preemptions) == 1
+    argv = shlex.split(result.reproducer)
+    assert argv[:2] == ["lab", "run"] and argv.count("--patch") == 2
+    assert main(argv[1:] + ["--json"]) == 1
+
+
+def test_with_the_grace_period_the_same_schedules_are_clean():
+    result = explore(_stacked_plan(), LocalRunner())
+    assert result.clean, result.reproducer

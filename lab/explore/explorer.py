@@ -127,14 +127,14 @@ def explore(plan, runner=None, *, trace_dir=None, progress=None):
     kwargs = {"workload": plan.workload, "params": plan.params_dict or None, "image": plan.image}
     if result.refusals:
         first = result.refusals[0]
-        result.refusal_reproducer = reproducer(first.schedule, first, plan.name, plan.model, **kwargs)
+        result.refusal_reproducer = reproducer(first.schedule, first, plan.shown_stack, plan.model, **kwargs)
     if result.failures:
         result.minimal, result.shrink_runs = shrink(plan, runner, result.failures[0])
         s = result.minimal.schedule
-        result.reproducer = reproducer(s, result.minimal, plan.name, plan.model, **kwargs)
+        result.reproducer = reproducer(s, result.minimal, plan.shown_stack, plan.model, **kwargs)
         if trace_dir is not None:
             path = pathlib.Path(trace_dir) / trace_name(plan, result.minimal)
-            record(s, plan.patch, plan.model, path, limit=plan.limit, tail=plan.tail, expect=result.minimal,
+            record(s, plan.stack, plan.model, path, limit=plan.limit, tail=plan.tail, expect=result.minimal,
                    **kwargs)
             result.trace = str(path)
     result.seconds = time.perf_counter() - started

@@ -53,6 +53,8 @@ class Plan:
     tail: int = DEFAULT_TAIL
     all: bool = False                   # go on after the first failure
     shown: str | None = None            # the patch as the user named it, for reproducers and reports
+    then: tuple = ()                    # patches loaded in turn after it, each once the one before completed
+    then_shown: tuple = ()              # the same, as the user named them
 
     def __post_init__(self):
         for name in ("seeds", "quanta", "patch_ats"):
@@ -69,6 +71,15 @@ class Plan:
     @property
     def name(self):
         return self.shown or self.patch
+
+    @property
+    def stack(self):
+        """What a schedule loads: the patch, then the `then` ones in turn."""
+        return (self.patch, *self.then) if self.then else self.patch
+
+    @property
+    def shown_stack(self):
+        return (self.name, *(self.then_shown or self.then)) if self.then else self.name
 
     @property
     def params_dict(self):

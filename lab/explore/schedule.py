@@ -113,6 +113,9 @@ class Outcome:
             if v.get("rule", "mixed") == "mixed":
                 return (f"{v['task']} ({v['tid']}) ran old {', '.join(v['old'])} and new {', '.join(v['new'])} "
                         f"of '{v['patch']}' in one {v['unit']} (mixed at {v['first_mixed_at']:,}){more}")
+            if v.get("rule") == "stale":
+                return (f"{v['task']} ({v['tid']}) entered {', '.join(v['old'])}, which the completed transition "
+                        f"of '{v['patch']}' left (stale, at {v['first_mixed_at']:,}){more}")
             return (f"{v['task']} ({v['tid']}) switched universe with {', '.join(v['old'] + v['new'])} of "
                     f"'{v['patch']}' on its stack ({v['rule']}, at {v['first_mixed_at']:,}){more}")
         if self.panic:
@@ -260,7 +263,7 @@ def _probe(snap, schedule, patch, limit, tail):
     lp = snap.system.livepatch
     loaded = [p for p in lp.patches if p.description is not None and p.started_at is not None
               and p.started_at >= schedule.patch_at]
-    pads = tuple((f.old_addr, f.old_name) for p in loaded[:1] for f in p.description.functions)
+    pads = tuple(dict.fromkeys((f.old_addr, f.old_name) for p in loaded for f in p.description.functions))
     snap.restore()
     again = _run(snap.system, schedule, patch, limit, tail, pads)
     if again.digest != first.digest:
@@ -288,7 +291,7 @@ def _run(system, schedule, patch, limit, tail, probe):
     finally:
         if watch is not None:
             watch.close()
-    applied = lp.patches[before] if len(lp.patches) > before else None
+    applied = lp.patches[-1] if len(lp.patches) > before else None     # the last of a stack
     found = system.violations()
     names = {t.tid: t.name for t in system.tasks} if found else {}
     violations = tuple(v.to_dict(names) for v in found)
@@ -307,18 +310,31 @@ class _Refused(Exception):
     pass
 
 
+def patches_of(patch):
+    """The patch objects a schedule loads in turn: one path, or a stack."""
+    return (patch,) if isinstance(patch, (str, bytes)) or not hasattr(patch, "__iter__") else tuple(patch)
+
+
 def steps(system, schedule, patch, limit, tail):
     """The run itself, split exactly as `lab run` splits it (a run() that
     ends mid-slice lets the slice hooks act there, so where the pieces end
     matters): to patch_at, the load, then on; the stop at completion falls
-    between two slices, where stopping changes nothing."""
+    between two slices, where stopping changes nothing.  A stack of patches
+    is loaded in turn, each as soon as the one before has completed, as
+    `lab run --patch A --patch B` loads them."""
     if system.clock < schedule.patch_at:
         system.run(schedule.patch_at - system.clock)
-    try:
-        system.apply_patch(patch)
-    except LivepatchError as exc:
-        raise _Refused(str(exc)) from None
     end = schedule.patch_at + limit
+    for i, path in enumerate(patches_of(patch)):
+        if i:
+            system.run_until_patched(max(end - system.clock, 0))
+            if system.clock >= end or system.transition is not None:
+                raise _Refused(f"{path} was not loaded: the patch before it had not completed at "
+                               f"{system.clock:,}")
+        try:
+            system.apply_patch(path)
+        except LivepatchError as exc:
+            raise _Refused(str(exc)) from None
     if system.clock < end:
         system.run(end - system.clock, until=lambda s: s.livepatch.busy is None)
     if tail and system.clock < end:
@@ -327,7 +343,10 @@ def steps(system, schedule, patch, limit, tail):
 
 def reproducer(schedule, outcome, patch, model, *, workload="default", params=None, image=None):
     """The `lab run` line that makes the same run: the same failure, exit status 1."""
-    argv = ["lab", "run", "--patch", str(patch), "--model", model]
+    argv = ["lab", "run"]
+    for path in patches_of(patch):
+        argv += ["--patch", str(path)]
+    argv += ["--model", model]
     if workload != "default":
         argv += ["--workload", workload]
     for name, value in sorted((params or {}).items()):

@@ -71,7 +71,7 @@ def run_one(plan, schedule, probe=False):
     """Run one schedule of plan on this process's cached system; its Outcome."""
     entry = _booted(plan, schedule)
     stats["schedules"] += 1
-    return run_schedule(_start(entry, schedule), schedule, plan.patch, plan.model, plan.limit, tail=plan.tail,
+    return run_schedule(_start(entry, schedule), schedule, plan.stack, plan.model, plan.limit, tail=plan.tail,
                         probe=probe)
 
 
