@@ -395,3 +395,25 @@ def test_the_stepper_finds_the_next_call_of_a_named_function(trace, inspector):
         await pilot.pause()
         assert app.step == call.at and "no function" in str(app.query_one("#message").render())
     drive(inspector, started, script)
+
+
+def test_the_stepper_shows_its_first_step_before_any_key_is_pressed(trace, inspector):
+    async def script(pilot, app):
+        assert app.state is not None and "replaying" not in where(app)
+        assert str(app.inspector.start) in where(app).replace(",", "") or app.step == app.inspector.start
+    drive(inspector, inspector.start, script)
+
+
+def test_a_move_that_succeeds_says_nothing_and_one_that_cannot_says_why(trace, inspector):
+    started = first(trace, "patch", state="transition").at
+
+    def message(app):
+        return str(app.query_one("#message").render())
+
+    async def script(pilot, app):
+        await press(pilot, "s")
+        assert app.step > started and message(app) == ""
+        await press(pilot, "g", *str(inspector.end), "enter")
+        await press(pilot, "s")
+        assert app.step == inspector.end and "no later safe point or signal" in message(app)
+    drive(inspector, started, script)

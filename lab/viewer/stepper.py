@@ -101,6 +101,8 @@ class Stepper(App):
         # the task table grows with the tasks; the other panes hold a fixed number of lines
         tasks = len(self.inspector.trace.header.get("tasks", ()))
         self.query_one("#middle").styles.height = max(17, tasks + 6)
+        if self.step == self._first:
+            self._show()          # the reactive does not fire for a value it already holds
         self.step = self._first
 
     # ---- the step ----
@@ -127,7 +129,8 @@ class Stepper(App):
             self.say(why or "nothing further that way")
             return
         step = max(self.inspector.start, min(step, self.inspector.end))
-        self.say(why if why and step != self.step else "")
+        # why is what to say when nothing moves; a move clears the line
+        self.say(why if why and step == self.step else "")
         self.step = step
 
     def say(self, text):
