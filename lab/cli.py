@@ -652,10 +652,20 @@ def cmd_run(args, out):
         if args.trace:
             _line(out, f"trace written to {args.trace}: step through it with `lab trace view {args.trace}`")
     _notes_out(args, out, notes)
+    t = report.get("transition")
+    if t and not args.json:
+        who = ", ".join(f"{p['name']} ({p['sleeps_in'] or 'running'})" if isinstance(p, dict) else str(p)
+                        for p in t.get("pending", []))
+        hint = "" if args.signal_after is not None or args.model not in SIGNALLING_MODELS else \
+            "; --signal-after N sends them the fake signal"
+        _line(out, f"the transition of '{t.get('patch')}' is still in progress at the end of the run: "
+                   f"waiting for {who or 'the interrupt context'}{hint}", "yellow")
     status = EXIT_CHECK if failed else EXIT_OK
     if report["violations"]:
         if not args.json:
             _line(out, f"{len(report['violations'])} consistency violation(s)", "bold red")
+            for v in report["violations"]:
+                _line(out, "  " + _violation_text(v), "red")
         status = EXIT_CHECK
     if panic:
         text = panic if panic.startswith("kernel panic") else f"kernel panic: {panic}"
@@ -665,6 +675,19 @@ def cmd_run(args, out):
             _line(out, text, "bold red")
         status = EXIT_CHECK
     return status
+
+
+def _violation_text(v):
+    """One violation in a line: who, which rule, which functions, when."""
+    rule = v.get("rule", "mixed")
+    if rule == "mixed":
+        return (f"{v['task']} ({v['tid']}): one {v['unit']} from {v['start']:,} ran old {', '.join(v['old'])} "
+                f"and new {', '.join(v['new'])} of '{v['patch']}' (mixed at {v['first_mixed_at']:,})")
+    if rule == "stale":
+        return (f"{v['task']} ({v['tid']}): entered {', '.join(v['old'])}, which the completed transition of "
+                f"'{v['patch']}' left (stale, at {v['first_mixed_at']:,})")
+    return (f"{v['task']} ({v['tid']}): switched universe with {', '.join(v['old'])} of '{v['patch']}' "
+            f"on its stack (on-stack, at {v['first_mixed_at']:,})")
 
 
 def _run_patches(system, args, notes, PatchState):

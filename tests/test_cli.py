@@ -217,3 +217,18 @@ def test_an_instruction_count_too_large_for_a_float_is_a_usage_error(run_lab, op
     assert result.status == 2
     (line,) = result.error_lines
     assert "1e400" in line
+
+
+def test_lab_run_says_who_holds_a_transition_open_and_what_would_help(run_lab):
+    result = run_lab("run", "--patch", CAPABLE, "--instructions", "3e6")
+    assert result.status == 0
+    line = result.out.strip().splitlines()[-1]
+    assert "still in progress" in line and "pipe-reader (pipe_wait_readable)" in line and "--signal-after" in line
+
+
+def test_lab_run_names_each_violation_in_a_line(run_lab):
+    result = run_lab("run", "--model", "immediate", "--patch", CAPABLE.parent / "kgr_proto_pair.o", "--seed", "1",
+                     "--instructions", "4e6")
+    assert result.status == 1
+    assert "cap-user (1): one syscall from" in result.out
+    assert "ran old do_gethostname and new uts_copy_nodename of 'kgr_proto_pair'" in result.out
