@@ -11,6 +11,7 @@ import lab
 from lab.image import DEFAULT_IMAGE
 
 COMMANDS = ("demo", "run", "workloads", "symbols", "pads", "disasm")
+CAPABLE = DEFAULT_IMAGE.parent.parent / "patches" / "kgr_capable.o"
 
 
 # ---- determinism across processes ----
