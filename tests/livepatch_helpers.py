@@ -158,3 +158,19 @@ def build_patch(tmp_path_factory):
         return built[name]
 
     return get
+
+
+def without_grace_period(monkeypatch):
+    """Undo the trampolines' grace period: a transition starts at once, even
+    while a task may still be inside an earlier transition's trampoline (the
+    stale-trampoline race the grace period prevents)."""
+    from lab.livepatch.core import Livepatch
+    original = Livepatch._begin
+
+    def no_grace(self, patch, funcs, target, verb):
+        retired, self.ftrace.retired = self.ftrace.retired, {}
+        try:
+            return original(self, patch, funcs, target, verb)
+        finally:
+            self.ftrace.retired.update(retired)
+    monkeypatch.setattr(Livepatch, "_begin", no_grace)

@@ -105,15 +105,7 @@ def test_a_stale_trampoline_without_the_grace_period_is_caught(monkeypatch):
     import lab
     from livepatch_helpers import CAPABLE_V2
     from test_grace_period import _trampoline_entries
-    from lab.livepatch.core import Livepatch
-    original = Livepatch._begin
-
-    def no_grace(self, patch, funcs, target, verb):
-        retired, self.ftrace.retired = self.ftrace.retired, {}
-        try:
-            return original(self, patch, funcs, target, verb)
-        finally:
-            self.ftrace.retired.update(retired)
+    from livepatch_helpers import without_grace_period
     tramp, at = _trampoline_entries(seed=0)
     with lab.boot(seed=0, observe=True) as system:
         system.run(1_000_000)
@@ -122,7 +114,7 @@ def test_a_stale_trampoline_without_the_grace_period_is_caught(monkeypatch):
         system.run(at - system.clock + 1)
         system.run(200_000, until=lambda s: s.kernel.current != s.task("cap-user").tid)
         system.force()
-        monkeypatch.setattr(Livepatch, "_begin", no_grace)
+        without_grace_period(monkeypatch)
         system.apply_patch(CAPABLE_V2)
         system.run(1_000_000)
         stale = [v for v in system.violations() if v.rule == "stale"]

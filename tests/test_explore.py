@@ -421,16 +421,8 @@ def test_with_the_grace_period_undone_the_explorer_finds_the_stale_trampoline_ra
     body.  Without the grace period the explorer finds it by itself, shrinks
     it, and the `lab run` line it prints shows the same stale entry."""
     from lab.cli import main
-    from lab.livepatch.core import Livepatch
-    original = Livepatch._begin
-
-    def no_grace(self, patch, funcs, target, verb):
-        retired, self.ftrace.retired = self.ftrace.retired, {}
-        try:
-            return original(self, patch, funcs, target, verb)
-        finally:
-            self.ftrace.retired.update(retired)
-    monkeypatch.setattr(Livepatch, "_begin", no_grace)
+    from livepatch_helpers import without_grace_period
+    without_grace_period(monkeypatch)
     result = explore(_stacked_plan(), LocalRunner())
     assert not result.clean
     (v,) = [v for v in result.minimal.violations if v["rule"] == "stale"][:1]
