@@ -1,6 +1,7 @@
 """patchbuild - compiling a C live patch into a loadable object with the firmware's own flags."""
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -36,9 +37,14 @@ def build_patch(source, output=None, cc="gcc"):
     if shutil.which(cc) is None:
         raise BuildError(f"{cc} is not installed; install gcc, or use the prebuilt objects in patches/")
     output = pathlib.Path(output) if output else source.with_suffix(".o")
-    cmd = [cc, *firmware_cflags(), f"-I{FIRMWARE_DIR / 'include'}",
-           f"-fdebug-prefix-map={source.parent.resolve()}=.", "-c", "-o", str(output), str(source)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # Built the way patches/Makefile builds, from the source's own directory
+    # with the include path relative to it: the same source gives the same
+    # bytes wherever the command is run from (the DWARF names no absolute path).
+    where = source.parent.resolve()
+    include = os.path.relpath(FIRMWARE_DIR / "include", where)
+    cmd = [cc, *firmware_cflags(), f"-I{include}", f"-fdebug-prefix-map={where}=.", "-c",
+           "-o", str(output.resolve()), source.name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=where)
     if proc.returncode != 0:
         first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip())
         raise BuildError(f"{source}: does not compile: {first}")

@@ -229,3 +229,11 @@ def test_a_relocation_outside_its_section_is_refused_and_memory_is_left_as_it_wa
         system.apply_patch(path)
     assert module_area(system) == ram and pad_bytes(system) == pads
 
+
+
+@gcc_test
+def test_lab_patch_build_gives_the_committed_bytes_from_any_directory(tmp_path, monkeypatch):
+    from lab.patchbuild import build_patch
+    monkeypatch.chdir(tmp_path)
+    out = build_patch(CAPABLE.with_suffix(".c"), tmp_path / "kgr_capable.o")
+    assert out.read_bytes() == CAPABLE.read_bytes()
