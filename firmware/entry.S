@@ -54,6 +54,7 @@
 
 /* The lab loads the image and starts here with interrupts off. */
 	.globl _start
+	.type	_start, @function
 _start:
 	leaq	task_stacks(%rip), %rsp		/* the idle task's stack: slot 0 */
 	addq	$KSTACK_SLOT_BYTES, %rsp	/* (asm-offsets), above its guard page */
@@ -61,11 +62,13 @@ _start:
 	call	start_kernel
 1:	hlt
 	jmp	1b
+	.size	_start, . - _start
 
 /* System call entry.  The lab emulates the SYSCALL instruction the way the CPU
  * does it (rcx = return address, r11 = rflags, IF cleared) and jumps here; the
  * user stack is still live, so switch to the task's kernel stack first. */
 	.globl entry_SYSCALL_64
+	.type	entry_SYSCALL_64, @function
 entry_SYSCALL_64:
 	movq	%rsp, cpu_user_rsp(%rip)
 	movq	current_task(%rip), %rsp
@@ -80,11 +83,13 @@ entry_SYSCALL_64:
 	movq	%rsp, %rdi
 	call	do_syscall_64
 	jmp	restore_regs_and_return
+	.size	entry_SYSCALL_64, . - entry_SYSCALL_64
 
 /* Interrupt entry.  The lab delivers the timer interrupt between two slices
  * as the CPU would: it picks the stack (the task's kernel stack when user mode
  * was interrupted), pushes ss, sp, flags, cs, ip, clears IF and jumps here. */
 	.globl common_interrupt
+	.type	common_interrupt, @function
 common_interrupt:
 	pushq	$-1			/* orig_ax: not a system call */
 	PUSH_REGS
@@ -93,12 +98,14 @@ common_interrupt:
 	.globl irq_return_site		/* the unwinder finds pt_regs above this return address */
 irq_return_site:
 	jmp	restore_regs_and_return
+	.size	common_interrupt, . - common_interrupt
 
 /* The stop-machine "IPI": the lab delivers it like an interrupt when a
  * stop-the-world consistency model stops the machine; the handler spins,
  * interrupts off, for the instructions the stop and its stack checks cost,
  * so that cost is paid in emulated time while every task stands still. */
 	.globl stop_machine_entry
+	.type	stop_machine_entry, @function
 stop_machine_entry:
 	pushq	$-1
 	PUSH_REGS
@@ -107,10 +114,12 @@ stop_machine_entry:
 	.globl stop_return_site
 stop_return_site:
 	jmp	restore_regs_and_return
+	.size	stop_machine_entry, . - stop_machine_entry
 
 /* The reschedule IPI (Linux's scheduler_ipi()): the lab sends it to force a
  * preemption at an exact instruction (lab run --preempt-at, the explorer). */
 	.globl reschedule_entry
+	.type	reschedule_entry, @function
 reschedule_entry:
 	pushq	$-1
 	PUSH_REGS
@@ -119,6 +128,7 @@ reschedule_entry:
 	.globl reschedule_return_site
 reschedule_return_site:
 	jmp	restore_regs_and_return
+	.size	reschedule_entry, . - reschedule_entry
 
 /* The one way back to an interrupted context, user or kernel.  It stands in
  * for IRETQ, which Unicorn would only execute with a GDT behind it: copy ip
@@ -126,6 +136,7 @@ reschedule_return_site:
  * switch to it, then popfq; ret.  Nothing else may sit below the target sp:
  * the firmware and its user programs are built with -mno-red-zone. */
 	.globl restore_regs_and_return
+	.type	restore_regs_and_return, @function
 restore_regs_and_return:
 	POP_REGS
 	addq	$8, %rsp		/* orig_ax; now ip cs flags sp ss */
@@ -147,11 +158,13 @@ restore_regs_and_return:
 	.globl return_to_interrupted
 return_to_interrupted:
 	ret
+	.size	restore_regs_and_return, . - restore_regs_and_return
 
 /* void __switch_to_asm(struct task_struct *prev, struct task_struct *next)
  * Called with interrupts off.  Saves the callee-saved registers and flags on
  * prev's stack and resumes next where it last called this. */
 	.globl __switch_to_asm
+	.type	__switch_to_asm, @function
 __switch_to_asm:
 	pushfq
 	pushq	%rbp
@@ -170,10 +183,12 @@ __switch_to_asm:
 	popq	%rbp
 	popfq
 	ret
+	.size	__switch_to_asm, . - __switch_to_asm
 
 /* A new task's first switch returns here (kthread_create and user_task_create
  * build the frame): rbx = thread function (0 for a user task), r12 = argument. */
 	.globl ret_from_fork
+	.type	ret_from_fork, @function
 ret_from_fork:
 	call	schedule_tail
 	testq	%rbx, %rbx
@@ -185,9 +200,11 @@ ret_from_fork:
 1:	movq	%rsp, %rdi		/* user task: pt_regs sits on top */
 	call	irqentry_exit_to_user_mode
 	jmp	restore_regs_and_return
+	.size	ret_from_fork, . - ret_from_fork
 
 /* After an oops the lab points the dead task here on a fresh stack. */
 	.globl rewind_stack_and_make_dead
+	.type	rewind_stack_and_make_dead, @function
 rewind_stack_and_make_dead:
 	movq	current_task(%rip), %rsp
 	movq	TASK_stack_top(%rsp), %rsp
@@ -196,6 +213,7 @@ rewind_stack_and_make_dead:
 	call	make_task_dead
 2:	hlt
 	jmp	2b
+	.size	rewind_stack_and_make_dead, . - rewind_stack_and_make_dead
 
 	.section .bss
 	.balign 16
