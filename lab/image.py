@@ -196,11 +196,25 @@ class Image:
         return None
 
     def symbolize(self, address):
-        func = self.function_at(address)
+        """name+off of the function, else of the data object, holding address; else the number."""
+        func = self.function_at(address) or self.object_at(address)
         if func is None:
             return f"{address:#x}"
         off = address - func.address
         return func.name if off == 0 else f"{func.name}+{off:#x}"
+
+    def object_at(self, address):
+        """The data object (a variable) holding address, or None."""
+        objects = getattr(self, "_objects", None)
+        if objects is None:
+            objects = self._objects = sorted((s for s in self.symbols if s.kind == "object" and s.size),
+                                             key=lambda s: s.address)
+            self._object_addrs = [s.address for s in objects]
+        import bisect
+        i = bisect.bisect_right(self._object_addrs, address) - 1
+        if i >= 0 and address < objects[i].address + objects[i].size:
+            return objects[i]
+        return None
 
     @property
     def functions(self):
