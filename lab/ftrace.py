@@ -77,6 +77,7 @@ class Ftrace:
         self.machine.read_only(TRAMPOLINE_AREA[0], TRAMPOLINE_AREA[1] - TRAMPOLINE_AREA[0])
         self._tramps = {}      # address -> (size, targets it jumps to) of every live trampoline
         self.retired = {}      # address -> size: no pad calls it any more, a task may still be inside
+        self._owners = {}      # address -> the function whose pad calls it, for names
 
     # ---- pads ----
     def resolve(self, function):
@@ -132,13 +133,17 @@ class Ftrace:
                 return f"{f.name}+{off:#x} [{m.name}]" if off else f"{f.name} [{m.name}]"
             return f"{address:#x} [{m.name}]"
         if TRAMPOLINE_AREA[0] <= address < TRAMPOLINE_AREA[1]:
-            return f"{address:#x} [trampoline]"
+            base = next((a for a in self._tramps if a <= address < a + self._TRAMP_SLOT), None)
+            if base is None:
+                return f"{address:#x} [trampoline]"
+            off = address - base
+            return f"trampoline of {self._owners.get(base, '?')}" + (f"+{off:#x}" if off else "")
         return self.image.symbolize(address)
 
     # ---- trampolines ----
     _TRAMP_SLOT = 128      # every trampoline fits; a fixed slot keeps the area unfragmented
 
-    def alloc_trampoline(self, build, targets=()):
+    def alloc_trampoline(self, build, targets=(), owner=None):
         """Place code made by build(address) -> bytes in the trampoline area.
         A trampoline is never rewritten: a task preempted inside one finishes
         it as it was.  It is freed (free_trampoline) once no pad calls it and
@@ -154,6 +159,7 @@ class Ftrace:
         self.machine.write_code(address, code)
         self._tramp_area.take(address, self._TRAMP_SLOT)
         self._tramps[address] = (self._TRAMP_SLOT, tuple(t for t in targets if t is not None))
+        self._owners[address] = owner or "?"
         return address
 
     def is_trampoline(self, address):
@@ -175,6 +181,7 @@ class Ftrace:
         task is inside it)."""
         size = self.retired.pop(address)
         del self._tramps[address]
+        self._owners.pop(address, None)
         self.machine.write_code(address, bytes(size))
         self._tramp_area.free(address, size)
 

@@ -633,7 +633,8 @@ class Livepatch:
         try:
             for pad, (old, new) in funcs.items():
                 tramps[pad] = self.ftrace.alloc_trampoline(
-                    lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new), (old, new))
+                    lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new), (old, new),
+                    owner=self.kernel.function_name(pad))
         except FtraceError:
             for address in tramps.values():
                 self.ftrace.retired[address] = self.ftrace.trampolines()[address][0]
