@@ -18,13 +18,17 @@ def describe(event, system):
         how = {"syscall-exit": "at its system call exit", "freezer": "in try_to_freeze()",
                "kgr-task-safe": "at its kgr_task_safe() annotation", "kthread-worker": "in its kthread_worker loop",
                "irq-exit": "at interrupt exit", "fake-signal": "after the fake signal woke it (kernel exit)",
+               "irq-exit-to-user": "on an interrupt's return to user mode", "stack-check": "after a stack check",
                "force": "by force"}.get(event.by, event.by)
         return f"{name(event.tid)} moved to the new universe {how}"
     if isinstance(event, ev.Signal) and event.fake:
         kind = "fake signal" if system.task(event.tid).kind == "user" else "wake-up"
         return f"{kind} sent to {name(event.tid)}"
     if isinstance(event, ev.PatchEvent):
-        return f"patch '{event.name}' is now {event.state}"
+        said = {"transition": "starts its patching transition", "complete": "is applied: its transition is complete",
+                "reverting": "starts its unpatching transition", "reverted": "is reverted",
+                "refused": "was refused", "failed": "failed"}.get(event.state, f"is {event.state}")
+        return f"patch '{event.name}' {said}" + (f" ({event.detail})" if event.detail else "")
     return None
 
 
@@ -54,13 +58,14 @@ def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=N
         if on_step:
             on_step(system, lines)
 
-    def pad_line(when):
+    def pad_line(when, at=None):
         ft = system.ftrace
         address = system.image.pad("capable").address
         insn = ft.disassemble_pad(address)
         target = ft.state(address)[1]
         where = f" ({ft.symbolize(target)})" if target is not None else ""
-        line = (system.clock, f"{when}: capable's pad is `{insn.text}`{where}")
+        # stamped when the pad was rewritten, not when the demo looked at it
+        line = (system.clock if at is None else at, f"{when}: capable's pad is `{insn.text}`{where}")
         story.append(line)
         if on_step:
             on_step(system, [line])
@@ -68,13 +73,13 @@ def run_demo(instructions=8_000_000, seed=0, quantum=None, image=None, on_step=N
     pad_line("before the patch")
     while system.clock < PATCH_AT:
         step(min(STEP, PATCH_AT - system.clock))
-    system.apply_patch(PATCH)
+    patch = system.apply_patch(PATCH)
     step(1)
-    pad_line("transition started")
+    pad_line("transition started", patch.started_at)
     while system.clock < instructions and (system.transition is not None or system.clock < PATCH_AT + SIGNAL_AFTER):
         step(min(STEP, instructions - system.clock))
     if system.transition is None:
-        pad_line("transition complete")
+        pad_line("transition complete", patch.completed_at)
     if system.clock < instructions:
         step(min(500_000, instructions - system.clock))
     system.story = story

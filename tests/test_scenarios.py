@@ -336,3 +336,16 @@ def test_two_identical_patched_runs_give_identical_events_and_digests():
     assert [e.to_dict() for e in a.events] == [e.to_dict() for e in b.events]
     assert a.digest == b.digest == a.report()["digest"]
     assert patched_run(4).digest != a.digest, "the digest depends on the run"
+
+
+def test_the_demo_stamps_each_pad_line_when_the_pad_was_rewritten_and_says_states_in_words():
+    from lab.demo import run_demo
+    with run_demo(4_000_000) as system:
+        story = system.story
+    patch = system.patches[0]
+    complete = next(at for at, text in story if text.startswith("transition complete"))
+    started = next(at for at, text in story if text.startswith("transition started"))
+    assert (started, complete) == (patch.started_at, patch.completed_at)
+    assert [at for at, _ in story] == sorted(at for at, _ in story)
+    assert not any("is now transition" in text for _, text in story)
+    assert any(text.endswith("is applied: its transition is complete") for _, text in story)
