@@ -753,7 +753,7 @@ def cmd_compare(args, out):
         print(json.dumps({"schema": 1, "patch": str(args.patch), "workload": args.workload, "params": params,
                           "seed": args.seed, "models": rows}, indent=2))
     else:
-        out.print(ComparisonTable(rows, title))
+        _print_table(out, ComparisonTable(rows, title).__rich__())
         if args.chart:
             _line(out, f"chart written to {args.chart}")
     panics = [r for r in rows if r.get("panic")]
