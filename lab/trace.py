@@ -127,6 +127,32 @@ U64 = (1 << 64) - 1
 _ZIP_ENTRIES_MAX = 64              # read from the end record, before the zip layer lists the entries
 
 
+def _changed_pages(ram, prev):
+    """The indices of the PAGE-sized pages where ram and prev differ,
+    ascending: memcmp over large blocks first, then over the pages of the
+    blocks that differ (most of RAM is the same from one keyframe to the
+    next).  The same pages in the same order as comparing page by page."""
+    try:
+        import ctypes
+        memcmp = _changed_pages.memcmp
+    except AttributeError:
+        memcmp = ctypes.CDLL(None).memcmp
+        memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        memcmp.restype = ctypes.c_int
+        _changed_pages.memcmp = memcmp
+    a = ctypes.cast(ctypes.c_char_p(ram), ctypes.c_void_p).value
+    b = ctypes.cast(ctypes.c_char_p(prev), ctypes.c_void_p).value
+    n = len(ram)
+    todo = [(lo, min(lo + (1 << 18), n)) for lo in range(0, n, 1 << 18)]
+    for step in (1 << 14, PAGE):
+        found = []
+        for lo, hi in todo:
+            if memcmp(a + lo, b + lo, hi - lo):
+                found += [(p, min(p + step, hi)) for p in range(lo, hi, step)]
+        todo = found
+    return [lo // PAGE for lo, hi in todo if memcmp(a + lo, b + lo, hi - lo)]
+
+
 class TraceError(LabError):
     """A trace file cannot be read, does not fit the image, or disagrees with its own replay."""
 
@@ -304,11 +330,10 @@ class Recorder:
         index = len(self.keyframes)
         full = self._prev_ram is None or index % _FULL_EVERY == 0
         out = bytearray()
-        for page in range(len(ram) // PAGE):
+        pages = range(len(ram) // PAGE) if full else _changed_pages(ram, self._prev_ram)
+        for page in pages:
             a = page * PAGE
-            chunk = ram[a:a + PAGE]
-            if full or chunk != self._prev_ram[a:a + PAGE]:
-                out += struct.pack("<I", page) + chunk
+            out += struct.pack("<I", page) + ram[a:a + PAGE]
         data = zlib.compress(bytes(out), 1)
         offset = self._blobs.tell()
         self._blobs.write(data)

@@ -202,3 +202,17 @@ def test_equal_recorded_runs_give_byte_identical_events(tmp_path):
     with zipfile.ZipFile(path) as a, zipfile.ZipFile(again) as b:
         assert a.read("events.jsonl") == b.read("events.jsonl")
         assert json.loads(a.read("actions.json")) == json.loads(b.read("actions.json"))
+
+
+def test_keyframes_find_the_same_changed_pages_as_comparing_page_by_page():
+    import random
+    from lab.trace import PAGE, _changed_pages
+    rng = random.Random(7)
+    size = 1792 * PAGE
+    ram = bytes(rng.getrandbits(8) for _ in range(4096)) * (size // 4096)
+    for touched in ([], [0], [1791], [3, 4, 64, 65, 1000], rng.sample(range(1792), 40)):
+        prev = bytearray(ram)
+        for page in touched:
+            prev[page * PAGE + rng.randrange(PAGE)] ^= 0x5A
+        expected = [p for p in range(1792) if ram[p * PAGE:(p + 1) * PAGE] != prev[p * PAGE:(p + 1) * PAGE]]
+        assert _changed_pages(ram, bytes(prev)) == expected
