@@ -113,9 +113,28 @@ def test_a_hypercall_handler_gets_rdi_rsi_rdx_and_answers_in_rax(machine):
     assert machine.reg("rax") == 18
 
 
-def test_an_unknown_hypercall_raises_a_machine_error_naming_it(machine):
+def test_an_unknown_hypercall_is_a_fault_of_the_running_context_naming_it(machine):
     load(machine, hypercall(99) + SPIN)
-    with pytest.raises(lab.MachineError, match="unknown hypercall 99"):
+    with pytest.raises(lab.MachineFault, match="an unknown hypercall 99"):
+        machine.run(10, rip=CODE)
+
+
+def test_a_hypercall_from_outside_the_kernels_text_is_a_fault(machine, calls):
+    machine.hypercall_text = (CODE + 0x1000, CODE + 0x2000)
+    load(machine, hypercall(1) + SPIN)
+    with pytest.raises(lab.MachineFault, match="a hypercall from outside the kernel's text"):
+        machine.run(10, rip=CODE)
+    assert calls == []
+
+
+def test_a_handler_that_finds_its_arguments_impossible_faults_the_caller(machine):
+    from lab.errors import GuestFault
+
+    def refuse(a, b, c):
+        raise GuestFault(f"task {a:#x} is no task")
+    machine.hypercalls[3] = refuse
+    load(machine, mov_edi(0x137F2F) + hypercall(3) + SPIN)
+    with pytest.raises(lab.MachineFault, match=r"a bad hypercall 3: task 0x137f2f is no task"):
         machine.run(10, rip=CODE)
 
 

@@ -65,6 +65,30 @@ def test_an_init_looping_with_interrupts_off_is_a_hard_lockup_panic_not_a_hang(s
         system.run(1_000)
 
 
+def test_an_init_halting_with_interrupts_off_panics_at_once(system):
+    start = system.clock
+    with pytest.raises(lab.KernelPanic, match=r"Hard LOCKUP: insmod/\d+ halted with interrupts off .* "
+                                             r"\[init_halts_irqs_off\]"):
+        system.apply_patch(bad("init_halts_irqs_off"))
+    assert system.clock - start < system.kernel.quantum      # no waiting out the watchdog
+
+
+def test_a_tick_that_cannot_push_its_frame_is_a_double_fault_panic(system):
+    with pytest.raises(lab.KernelPanic, match=r"double fault: the stack pointer 0x61 at bad_init\+0x[0-9a-f]+ "
+                                             r"\[init_bad_stack_pointer\] is not writable memory"):
+        system.apply_patch(bad("init_bad_stack_pointer"))
+    assert "PANIC: double fault, error_code: 0x0 (rsp 0x61)" in system.console
+
+
+def test_an_impossible_hypercall_argument_oopses_the_caller_not_the_lab(system):
+    from lab.errors import GuestFault
+    with pytest.raises(GuestFault, match="a switch to 0x99 is no task"):
+        system.kernel._hc_switch(system.kernel.current, 0x99, 0)
+    tid = next(t for t in (5, 6) if t != system.kernel.current)
+    with pytest.raises(GuestFault, match=f"task {tid:#x} cannot move at a safe point"):
+        system.livepatch._hc_safe(tid, 1, 0)
+
+
 def test_an_init_that_never_returns_is_reported_as_hung_and_the_next_load_still_works(system):
     with pytest.raises(InitHung, match=r"init has not returned .* still runs in insmod/\d+"):
         system.apply_patch(bad("init_sleeps_forever"))
@@ -163,7 +187,7 @@ def test_every_refusal_leaves_the_state_digest_as_it_was_and_a_good_patch_still_
     system.run(SETTLE)
     refused = 0
     for path in sorted(BAD.glob("*.o")):
-        if path.stem in ("init_cli_loop", "replacement_cli_loop"):
+        if path.stem in ("init_cli_loop", "replacement_cli_loop", "init_halts_irqs_off", "init_bad_stack_pointer"):
             continue                        # a panic, tested above
         # what earlier patches left to free is freed first: that is not the refusal's doing
         system.run(3_000_000, until=lambda s: not s.livepatch.reclaim_pending)
@@ -296,3 +320,36 @@ def test_workload_parameters_out_of_range_are_refused_before_booting():
         lab.boot(workload="hammer", params={"nr_hammer": 64})
     with lab.boot(workload="hammer", params={"nr_hammer": 11}) as system:
         assert [t.name for t in system.tasks].count("hammer") == 11
+
+
+def test_module_space_that_holds_no_module_is_unmapped_for_the_cpu(system):
+    from lab.modules import MODULE_AREA
+    free = MODULE_AREA[1] - 0x10000
+    assert system.machine.in_guard_page(free) and not system.machine.guest_range_ok(free, 8)
+    patch = system.apply_patch(CAPABLE)
+    base = patch.module.base
+    assert system.machine.guest_range_ok(base, 8)                   # mapped while loaded
+    assert any(lo <= base < hi for lo, hi in system.machine.read_only_ranges)   # its text read-only
+
+
+def test_a_task_preempted_between_prepare_to_wait_and_its_condition_is_not_lost():
+    """kmodloader woken for a load, preempted at every instruction of its
+    wait loop in turn: it must run again and start the load every time (a
+    preempted task stays runnable, as under Linux's __schedule(SM_PREEMPT))."""
+    def first_wait_after_kick():
+        with lab.boot() as s:
+            s.run(SETTLE)
+            loader = s.task("kmodloader").tid
+            entry = s.image.function("prepare_to_wait").address
+            hits = []
+            s.machine.add_code_hook(entry, lambda _a: hits.append(s.clock) if s.kernel.current == loader else None)
+            s.livepatch.load(CAPABLE)
+            s.run(500_000, until=lambda _s: hits)
+            return hits[0]
+    at = first_wait_after_kick()
+    for offset in range(0, 40, 2):
+        with lab.boot() as s:
+            s.run(SETTLE)
+            s.kernel.preempt_at([at + offset])
+            patch = s.apply_patch(CAPABLE)
+            assert patch.state == PatchState.TRANSITION, offset

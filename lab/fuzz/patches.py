@@ -77,7 +77,7 @@ PRELOAD = {"duplicate_name": GOOD, "writes_other_module": GOOD, "replace_all_emp
 _REFUSED, _APPLIED, _PANIC = {"refused"}, {"applied"}, {"panic"}
 EXPECTED = {
     "init_null_deref": _REFUSED, "init_write_text": _REFUSED, "init_divide_error": _REFUSED,
-    "init_invalid_opcode": _REFUSED, "init_cli_loop": _PANIC, "init_busy_loop": {"init-hangs", "panic"},
+    "init_invalid_opcode": _REFUSED, "init_cli_loop": _PANIC, "init_halts_irqs_off": _PANIC, "init_bad_stack_pointer": _PANIC, "init_busy_loop": {"init-hangs", "panic"},
     "init_stack_overflow": _REFUSED, "init_huge_frame": {"panic", "refused", "applied"},
     "init_patch_twice_same": {"refused", "applied"}, "init_patch_two_structs": {"refused", "applied"},
     "init_error_after_patch": {"refused", "applied"}, "init_error_without_patch": _REFUSED,
