@@ -4,6 +4,7 @@ from __future__ import annotations
 from . import events as ev
 from .errors import UsageError
 from .image import FIRMWARE_DIR
+from .livepatch.transition import MOVED_HOW, PATCH_STATE_WORDS
 
 PATCH = FIRMWARE_DIR.parent / "patches" / "kgr_capable.o"
 PATCH_AT = 1_000_000
@@ -15,19 +16,12 @@ def describe(event, system):
     """One line of the story for the events a person should notice, else None."""
     name = lambda tid: "interrupts" if tid == -1 else system.task(tid).name  # noqa: E731
     if isinstance(event, ev.Migrated):
-        how = {"syscall-exit": "at its system call exit", "freezer": "in try_to_freeze()",
-               "kgr-task-safe": "at its kgr_task_safe() annotation", "kthread-worker": "in its kthread_worker loop",
-               "irq-exit": "at interrupt exit", "fake-signal": "after the fake signal woke it (kernel exit)",
-               "irq-exit-to-user": "on an interrupt's return to user mode", "stack-check": "after a stack check",
-               "force": "by force"}.get(event.by, event.by)
-        return f"{name(event.tid)} moved to the new universe {how}"
+        return f"{name(event.tid)} moved to the new universe {MOVED_HOW.get(event.by, event.by)}"
     if isinstance(event, ev.Signal) and event.fake:
         kind = "fake signal" if system.task(event.tid).kind == "user" else "wake-up"
         return f"{kind} sent to {name(event.tid)}"
     if isinstance(event, ev.PatchEvent):
-        said = {"transition": "starts its patching transition", "complete": "is applied: its transition is complete",
-                "reverting": "starts its unpatching transition", "reverted": "is reverted",
-                "refused": "was refused", "failed": "failed"}.get(event.state, f"is {event.state}")
+        said = PATCH_STATE_WORDS.get(event.state, f"is {event.state}")
         return f"patch '{event.name}' {said}" + (f" ({event.detail})" if event.detail else "")
     return None
 

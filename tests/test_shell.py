@@ -174,7 +174,7 @@ def test_a_script_line_that_cannot_be_done_stops_it_there_with_its_line_number(l
     ("kgraft", ["patch patches/bad/empty_patch.o", "patches"],
      "patch patches/bad/empty_patch.o failed: 'bad_empty_patch': no function to patch"),
     ("stop-machine", ["patch patches/kgr_pipe_wait.o", "run until complete"],
-     "stopped: patch 'kgr_pipe_wait' is now failed (gave up after 5 attempts"),
+     "stopped: patch 'kgr_pipe_wait' failed (gave up after 5 attempts"),
     ("immediate", ["patch patches/kgr_proto_pair.o", "run 2e6"], "1 consistency violation(s)"),
 ])
 def test_what_the_kernel_refuses_or_gets_wrong_is_told_the_script_goes_on_and_exits_1(lab_shell, tmp_path, model,
@@ -445,7 +445,7 @@ def test_the_learners_path_at_a_terminal(tmp_path):
     now = t.clock
     assert re.search(r"3\s+pipe-reader\s+user\s+\w+\s+old \(0\)", t.say("goto -25000\r"))
     assert re.search(r"3\s+pipe-reader\s+user\s+\w+\s+new \(1\)", t.say("goto now\r"))
-    assert "patch 'sample_kgraft_patch' is now reverting" in t.say("revert sample_kgraft_patch\r")
+    assert "patch 'sample_kgraft_patch' starts its unpatching transition" in t.say("revert sample_kgraft_patch\r")
     assert t.clock == now
     assert t.quit() == 0
 

@@ -22,6 +22,28 @@ SAFE_POINT_NAMES = {
 }
 IRQ = -1   # the interrupt context, which keeps its own universe flag
 
+# The same reasons and states in words, for every story the lab tells (the
+# demo, the shell): "<task> moved to the new universe <how>".
+MOVED_HOW = {
+    "syscall-exit": "at its system call exit",
+    "irq-exit-to-user": "returning from an interrupt to user mode",
+    "freezer": "in try_to_freeze()",
+    "kgr-task-safe": "at its kgr_task_safe() annotation",
+    "kthread-worker": "in its kthread_worker loop",
+    "irq-exit": "at interrupt exit",
+    "fake-signal": "after the fake signal woke it (kernel exit)",
+    "force": "by force",
+    "stack-check": "by the stack check (none of the patched functions on its stack)",
+    "boot": "at boot",
+    "fork": "at fork (born in the target universe)",
+}
+# "patch '<name>' <said>"
+PATCH_STATE_WORDS = {
+    "transition": "starts its patching transition", "complete": "is applied: its transition is complete",
+    "reverting": "starts its unpatching transition", "reverted": "is reverted",
+    "refused": "was refused", "failed": "failed",
+}
+
 
 @dataclass(frozen=True)
 class Migration:

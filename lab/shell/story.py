@@ -2,23 +2,11 @@
 from __future__ import annotations
 
 from .. import events as ev
+from ..livepatch.transition import MOVED_HOW as HOW  # where a task moves, in the demo's words too
+from ..livepatch.transition import PATCH_STATE_WORDS
 
 IRQ = -1
 
-# where a task moves, in the words of the kGraft article (and the demo)
-HOW = {
-    "syscall-exit": "at its system call exit",
-    "irq-exit-to-user": "returning from an interrupt to user mode",
-    "freezer": "in try_to_freeze()",
-    "kgr-task-safe": "at its kgr_task_safe() annotation",
-    "kthread-worker": "in its kthread_worker loop",
-    "irq-exit": "at interrupt exit",
-    "fake-signal": "after the fake signal woke it (kernel exit)",
-    "force": "by force",
-    "stack-check": "by the stack check (none of the patched functions on its stack)",
-    "boot": "at boot",
-    "fork": "at fork (born in the target universe)",
-}
 # events too frequent for a story; `events all` shows them
 NOISE = {"switch", "irq", "syscall", "kloop", "call", "transition-start"}
 
@@ -63,7 +51,8 @@ def sentence(event, name):
         sig = SIGNAL_NAMES.get(event.sig, f"signal {event.sig}")
         return f"{sig} ({event.sig}) delivered to {name(event.tid)}"
     if k == "patch":
-        return f"patch '{event.name}' is now {event.state}" + (f" ({event.detail})" if event.detail else "")
+        said = PATCH_STATE_WORDS.get(event.state, f"is {event.state}")
+        return f"patch '{event.name}' {said}" + (f" ({event.detail})" if event.detail else "")
     if k == "console":
         return f"console: {event.text.rstrip()}"
     if k == "oops":
