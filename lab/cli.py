@@ -1027,6 +1027,15 @@ def cmd_disasm(args, out):
                                             "symbol": x.comment} for x in insns]}, indent=2))
         return EXIT_OK
     note = "fentry pad: 5-byte NOP" if pad else "notrace: no fentry pad, cannot be traced or patched"
+    if not out.is_terminal:
+        # piped: one instruction a line, never wrapped, so grep finds it whole
+        print(f"{name} ({func.size} bytes, {note})")
+        width = max((len(x.raw) for x in insns), default=1) * 3
+        for x in insns:
+            where = img.symbolize(x.address)
+            comment = f"  # {x.comment}" if x.comment else ""
+            print(f"{x.address:#010x} <{where}>  {x.raw.hex(' '):<{width}} {x.text}{comment}")
+        return EXIT_OK
     out.print(Listing(f"{name} ({func.size} bytes, {note})", insns, img.symbolize,
                       highlight=[pad.address] if pad else []))
     return EXIT_OK

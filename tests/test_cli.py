@@ -233,3 +233,10 @@ def test_lab_run_names_each_violation_in_a_line(run_lab):
     assert result.status == 1
     assert "cap-user (1): one syscall from" in result.out
     assert "ran old do_gethostname and new uts_copy_nodename of 'kgr_proto_pair'" in result.out
+
+
+def test_lab_disasm_piped_gives_one_whole_instruction_a_line(run_lab):
+    result = run_lab("disasm", "capable")
+    assert result.status == 0
+    pad = [line for line in result.out.splitlines() if "<capable>" in line]
+    assert len(pad) == 1 and pad[0].endswith("nop dword ptr [rax + rax]")
