@@ -28,8 +28,9 @@ looks whole:
 A keyframe record is {index, at, seq (actions done before it), events (events
 recorded before it), lab (the lab changed the machine since the previous
 keyframe), regs, kernel (Kernel.snapshot_state), read_only and guards (the
-ranges the CPU may not write, and may not touch), full (every RAM page, not
-only the changed ones), offset, length (its blob in keyframes.bin)}.  The last keyframe is at `end` and
+ranges the CPU may not write, and may not touch), full (every RAM page that
+is not zero, not only the changed ones: a seek starts there from zeros),
+offset, length (its blob in keyframes.bin)}.  The last keyframe is at `end` and
 follows every event and action.
 
 Integrity.  `members` maps every other member to its size, record count and
@@ -79,6 +80,7 @@ before it.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import dataclasses
 import hashlib
 import io
@@ -111,6 +113,7 @@ ADVICE = "it was damaged or edited after recording; record it again (`lab run --
 # ceilings; a keyframe blob never decompresses to more than all of RAM.
 NPAGES = (RAM_END - RAM_BASE) // PAGE
 _RECORD = 4 + PAGE
+_PAGE_NUMBER = struct.Struct("<I")
 _FRAME_MAX = NPAGES * _RECORD                            # a keyframe blob, decompressed
 _BLOB_MAX = _FRAME_MAX + _FRAME_MAX // 1000 + 64 * 1024  # and compressed (zlib's worst case, with room)
 MAX_HEADER_BYTES = 64 << 20
@@ -127,22 +130,38 @@ U64 = (1 << 64) - 1
 _ZIP_ENTRIES_MAX = 64              # read from the end record, before the zip layer lists the entries
 
 
-def _changed_pages(ram, prev):
+def _memcmp():
+    fn = getattr(_memcmp, "fn", None)
+    if fn is None:
+        fn = _memcmp.fn = ctypes.CDLL(None).memcmp
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+def _address(buf):
+    """Where a bytes object, a ctypes array or a writable buffer keeps its bytes."""
+    if isinstance(buf, bytes):
+        return ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
+    if isinstance(buf, ctypes.Array):
+        return ctypes.addressof(buf)
+    view = ctypes.c_char.from_buffer(buf)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view                    # no export left behind: the buffer can still be released
+
+
+def _changed_pages(ram, prev, n=None):
     """The indices of the PAGE-sized pages where ram and prev differ,
     ascending: memcmp over large blocks first, then over the pages of the
     blocks that differ (most of RAM is the same from one keyframe to the
-    next).  The same pages in the same order as comparing page by page."""
-    try:
-        import ctypes
-        memcmp = _changed_pages.memcmp
-    except AttributeError:
-        memcmp = ctypes.CDLL(None).memcmp
-        memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-        memcmp.restype = ctypes.c_int
-        _changed_pages.memcmp = memcmp
-    a = ctypes.cast(ctypes.c_char_p(ram), ctypes.c_void_p).value
-    b = ctypes.cast(ctypes.c_char_p(prev), ctypes.c_void_p).value
-    n = len(ram)
+    next).  The same pages in the same order as comparing page by page.
+    ram and prev: bytes, ctypes arrays or addresses (then n is the length)."""
+    memcmp = _memcmp()
+    a = ram if isinstance(ram, int) else _address(ram)
+    b = prev if isinstance(prev, int) else _address(prev)
+    n = len(ram) if n is None else n
     todo = [(lo, min(lo + (1 << 18), n)) for lo in range(0, n, 1 << 18)]
     for step in (1 << 14, PAGE):
         found = []
@@ -297,7 +316,11 @@ class Recorder:
         k.slice_hooks.append(self._after_slice)
         self._blobs = io.BytesIO()
         self.keyframes = []
-        self._prev_ram = None
+        # RAM as the last keyframe left it, kept up to date page by page (no
+        # copy of all of RAM per keyframe), and all-zero RAM, what a full
+        # keyframe is taken against
+        self._prev_ram = (ctypes.c_ubyte * (RAM_END - RAM_BASE))()
+        self._zero_ram = (ctypes.c_ubyte * (RAM_END - RAM_BASE))()
         self._seen = None          # (lab writes, protections) at the last keyframe
         self._modules = {}         # id(module) -> its header record, in load order
         system.observer = Observer(system)
@@ -326,22 +349,28 @@ class Recorder:
                 and last.events == len(k.log.events) and last.seq == len(k.action_log):
             return
         self._track_modules(m.clock)
-        ram = bytes(m.ram)
+        ram, prev = m.ram, self._prev_ram
+        here, there, size = _address(ram), ctypes.addressof(prev), len(prev)
         index = len(self.keyframes)
-        full = self._prev_ram is None or index % _FULL_EVERY == 0
+        full = index % _FULL_EVERY == 0
+        changed = _changed_pages(here, there, size)
+        # a full keyframe holds every page that is not zero (a seek starts
+        # from zeros there), a delta every page changed since the one before
+        pages = _changed_pages(here, ctypes.addressof(self._zero_ram), size) if full else changed
         out = bytearray()
-        pages = range(len(ram) // PAGE) if full else _changed_pages(ram, self._prev_ram)
         for page in pages:
             a = page * PAGE
-            out += struct.pack("<I", page) + ram[a:a + PAGE]
-        data = zlib.compress(bytes(out), 1)
+            out += _PAGE_NUMBER.pack(page)
+            out += ram[a:a + PAGE]
+        data = zlib.compress(out, 1)
+        for page in changed:
+            ctypes.memmove(there + page * PAGE, here + page * PAGE, PAGE)
         offset = self._blobs.tell()
         self._blobs.write(data)
         lab = m.lab_writes > 0 if self._seen is None else seen != self._seen
         read_only, guards = ([list(r) for r in ranges] for ranges in seen[1])
         self.keyframes.append(Keyframe(index, m.clock, len(k.action_log), len(k.log.events), lab, m.regs(),
                                        k.snapshot_state(), read_only, guards, full, offset, len(data)))
-        self._prev_ram = ram
         self._seen = seen
 
     def _track_modules(self, at):
@@ -866,8 +895,9 @@ def _parse_list(path, member, data, item, count):
 
 def _frame_pages(path, frame, blob):
     """(pages, data) of a keyframe blob, decompressed at most to the size of
-    all of RAM and checked: whole records, pages in order, every page in a
-    full keyframe."""
+    all of RAM and checked: whole records, pages in order.  A full keyframe
+    leaves out the pages that are zero, so it may hold any number of pages
+    (a trace recorded before that holds all of them, and reads the same)."""
     where = f"keyframes.bin: keyframe {frame.index} (step {frame.at:,})"
     d = zlib.decompressobj()
     try:
@@ -881,8 +911,6 @@ def _frame_pages(path, frame, blob):
     pages = [struct.unpack_from("<I", data, i)[0] for i in range(0, len(data), _RECORD)]
     if any(p >= NPAGES for p in pages) or any(b <= a for a, b in zip(pages, pages[1:])):
         raise _damaged(path, f"{where} holds a page outside RAM or out of order")
-    if frame.full and len(pages) != NPAGES:
-        raise _damaged(path, f"{where} is a full keyframe with {len(pages):,} of the {NPAGES:,} pages")
     return pages, data
 
 

@@ -216,3 +216,14 @@ def test_keyframes_find_the_same_changed_pages_as_comparing_page_by_page():
             prev[page * PAGE + rng.randrange(PAGE)] ^= 0x5A
         expected = [p for p in range(1792) if ram[p * PAGE:(p + 1) * PAGE] != prev[p * PAGE:(p + 1) * PAGE]]
         assert _changed_pages(ram, bytes(prev)) == expected
+
+
+def test_a_full_keyframe_holds_the_pages_that_are_not_zero_and_gives_back_all_of_ram(trace):
+    from lab.trace import NPAGES, PAGE
+    full = [f for f in trace.keyframes if f.full]
+    assert full and full[0].index == 0
+    for frame in full:
+        ram = trace.ram_at(frame)
+        nonzero = [p for p in range(NPAGES) if any(ram[p * PAGE:(p + 1) * PAGE])]
+        assert trace.pages_of(frame) == nonzero
+        assert len(nonzero) < NPAGES // 4     # most of RAM is zero: that is the saving
