@@ -1,0 +1,277 @@
+"""target - a recorded trace as a debug target: the step it stands at, tasks as threads, registers, memory, breakpoints.
+
+Time is the trace's step (instructions retired since power-on), one CPU for
+every task: stepping moves the whole machine by one retired instruction,
+whichever task runs it, as rr's replay moves its one recorded timeline.
+Breakpoints are kept here and found by watching the replay, never written
+into guest memory, so a replay stays the verified replay of the recording.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from ..errors import LabError
+from ..kernel import TaskState
+from ..machine import RAM_BASE, RAM_END
+
+# How far one pass of a scan runs before it looks at its hits and at gdb's
+# Ctrl-C: short enough to stop promptly, long enough that seeking costs little.
+SCAN_CHUNK = 200_000
+
+# The frame __switch_to_asm leaves on a switched-out task's stack (firmware/
+# entry.S): pushfq, rbp, rbx, r12..r15, then the return address of the call.
+_SAVED = struct.Struct("<8Q")
+_SAVED_ORDER = ("r15", "r14", "r13", "r12", "rbx", "rbp", "rflags", "rip")
+
+# gdb's amd64 register numbering (its org.gnu.gdb.i386.core feature):
+# (name, bits, type).  The lab models the general registers; the segment and
+# x87 registers are described so gdb accepts the layout, and read as
+# unavailable.
+REGISTERS = (
+    [(n, 64, "int64") for n in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")]
+    + [("rbp", 64, "data_ptr"), ("rsp", 64, "data_ptr")]
+    + [(f"r{i}", 64, "int64") for i in range(8, 16)]
+    + [("rip", 64, "code_ptr"), ("eflags", 32, "i386_eflags")]
+    + [(n, 32, "int32") for n in ("cs", "ss", "ds", "es", "fs", "gs")]
+    + [(f"st{i}", 80, "i387_ext") for i in range(8)]
+    + [(n, 32, "int") for n in ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")]
+)
+REGISTER_NUMBER = {name: i for i, (name, _bits, _type) in enumerate(REGISTERS)}
+
+
+class Stop(enum.Enum):
+    """Why the target stopped after a resume."""
+    STEP = "step"              # one instruction done
+    BREAKPOINT = "breakpoint"  # at a breakpoint's address
+    END = "end"                # the recording ends here
+    BEGIN = "begin"            # the recording begins here
+    INTERRUPT = "interrupt"    # gdb's Ctrl-C
+
+
+class TargetError(LabError):
+    """What the recorded target cannot do (a thread it does not have, a write)."""
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A task as gdb sees it: gdb's thread id is the tid plus one, as gdb
+    reserves 0 (any thread) and -1 (all)."""
+    tid: int
+    name: str
+    kind: str
+    state: str
+    universe: int
+
+    @property
+    def gdb_id(self):
+        return self.tid + 1
+
+    @property
+    def extra_info(self):
+        return f"{self.name}, tid {self.tid}, {self.kind}, {self.state}, universe {self.universe}"
+
+
+class TraceTarget:
+    """The replayed trace at one step, moved forwards and backwards."""
+
+    def __init__(self, trace):
+        self.trace = trace
+        self.replayer = trace.replayer()
+        self.breakpoints = set()
+        self._seek(trace.start)
+
+    def close(self):
+        self.replayer.close()
+
+    @property
+    def step(self):
+        return self.replayer.clock
+
+    @property
+    def _machine(self):
+        return self.replayer.machine
+
+    @property
+    def _kernel(self):
+        return self.replayer.kernel
+
+    def _seek(self, step):
+        self.replayer.seek(step)
+
+    def rip(self):
+        return self._machine.reg("rip")
+
+    # ---- threads ----
+    def cpu_tid(self):
+        """The task the CPU runs now: the one whose kernel stack holds rsp
+        (between the switch hypercall and __switch_to_asm's stack switch the
+        kernel already names the next task, the CPU still runs the previous
+        one), else the kernel's current task (user mode, early boot)."""
+        k = self._kernel
+        rsp = self._machine.reg("rsp")
+        try:
+            for task in k.tasks:
+                lo, hi = task.stack_range
+                if lo <= rsp < hi and task.state in (TaskState.RUNNING, TaskState.SLEEPING):
+                    return task.tid
+        except LabError:
+            pass
+        return k.current
+
+    def threads(self):
+        """The live tasks, and always the one the CPU runs (before the first
+        task exists that is task 0, the boot CPU)."""
+        k, m = self._kernel, self._machine
+        cpu = self.cpu_tid()
+        out = []
+        try:
+            tasks = k.tasks
+        except LabError:
+            tasks = []
+        seen = set()
+        for task in tasks:
+            try:
+                state = task.state
+                if task.tid != cpu and state not in (TaskState.RUNNING, TaskState.SLEEPING):
+                    continue
+                out.append(Thread(task.tid, task.name or f"task {task.tid}", task.kind,
+                                  "oopsed" if task.oopsed else state.value, m.u8(task._field("kgr_universe"))))
+                seen.add(task.tid)
+            except LabError:
+                continue
+        if cpu not in seen:
+            out.append(Thread(cpu, "swapper/0" if cpu == 0 else f"task {cpu}", "kthread", "running", 0))
+        return sorted(out, key=lambda t: t.tid)
+
+    def thread(self, tid):
+        for t in self.threads():
+            if t.tid == tid:
+                return t
+        raise TargetError(f"no task {tid} at step {self.step:,}")
+
+    # ---- registers ----
+    def registers(self, tid):
+        """{gdb register name: value}, None for a register the lab does not
+        have: the CPU's for the task it runs, the frame __switch_to_asm saved
+        for a switched-out task (the callee-saved registers, the flags and
+        where it resumes; the others are not kept anywhere)."""
+        regs = dict.fromkeys(name for name, _bits, _type in REGISTERS)
+        m = self._machine
+        if tid == self.cpu_tid():
+            live = m.regs()
+            for name in REGISTER_NUMBER:
+                if name in live:
+                    regs[name] = live[name]
+            regs["eflags"] = live["rflags"] & 0xFFFFFFFF
+            return regs
+        task = self._kernel.task(tid)
+        try:
+            sp = m.u64(task._field("thread_sp"))
+            saved = dict(zip(_SAVED_ORDER, _SAVED.unpack(m.read(sp, _SAVED.size))))
+        except LabError:
+            return regs
+        for name, value in saved.items():
+            regs["eflags" if name == "rflags" else name] = value & (0xFFFFFFFF if name == "rflags" else ~0)
+        regs["rsp"] = sp + _SAVED.size
+        return regs
+
+    # ---- memory ----
+    def read_memory(self, address, length):
+        """The bytes from address on, as far as the CPU could read them
+        (RAM, not a guard page or free module space); b"" if it could not
+        read the first."""
+        m = self._machine
+        end = min(address + length, RAM_END)
+        if address < RAM_BASE or address >= end:
+            return b""
+        for lo, hi in m.guard_pages:
+            if lo <= address < hi:
+                return b""
+            if address < lo < end:
+                end = lo
+        return m.read(address, end - address)
+
+    # ---- moving in time ----
+    def step_forward(self):
+        if self.step >= self.trace.end:
+            return Stop.END
+        self._seek(self.step + 1)
+        return Stop.STEP
+
+    def step_backward(self):
+        if self.step <= self.trace.start:
+            return Stop.BEGIN
+        self._seek(self.step - 1)
+        return Stop.STEP
+
+    def continue_forward(self, interrupted=lambda: False):
+        """On to the next step after this one whose RIP is a breakpoint, or the end."""
+        start = self.step
+        if start >= self.trace.end:
+            return Stop.END
+        hits, stopped = self._scan(start + 1, self.trace.end, first=True, interrupted=interrupted)
+        if hits:
+            self._seek(min(hits))
+            return Stop.BREAKPOINT
+        return Stop.INTERRUPT if stopped else Stop.END
+
+    def continue_backward(self, interrupted=lambda: False):
+        """Back to the last step before this one whose RIP is a breakpoint, or
+        the start: each keyframe interval is scanned forward from its
+        keyframe, the latest first, so going back costs what the way
+        back covers, not the whole trace."""
+        t = self.trace
+        hi = self.step - 1
+        while hi >= t.start and self.breakpoints:
+            lo = max(t.keyframe_for(hi).at, t.start)
+            hits, stopped = self._scan(lo, hi, first=False, interrupted=lambda: False)
+            if hits:
+                self._seek(max(hits))
+                return Stop.BREAKPOINT
+            if interrupted():
+                self._seek(lo)
+                return Stop.INTERRUPT
+            hi = lo - 1
+        self._seek(t.start)
+        return Stop.BEGIN
+
+    def _scan(self, lo, hi, *, first, interrupted):
+        """The steps in lo..hi where RIP is a breakpoint: a code hook at each
+        breakpoint notes the steps the replay runs it at, and every place a
+        pass ends is looked at directly.  A pass never crosses a keyframe by
+        more than one step: seeking onto a keyframe restores it rather than
+        running into it, so the step before is looked at directly.
+        (hits, interrupted); with first, it stops at the first pass with a hit."""
+        m, t = self._machine, self.trace
+        points = {a for a in self.breakpoints if RAM_BASE <= a < RAM_END}
+        hits = set()
+        if hi < lo:
+            return hits, False
+
+        def seen(_address):
+            now = m.clock
+            if lo <= now <= hi:
+                hits.add(now)
+        handles = [m.add_code_hook(a, seen) for a in sorted(points)]
+        try:
+            at = lo
+            self._seek(at)
+            while True:
+                if self.rip() in points:
+                    hits.add(at)
+                if at >= hi or (first and hits):
+                    return hits, False
+                if interrupted():
+                    return hits, True
+                following = t.keyframe_for(at).index + 1
+                target = min(at + SCAN_CHUNK, hi)
+                if following < len(t.keyframes):
+                    boundary = t.keyframes[following].at
+                    target = min(target, boundary - 1 if at < boundary - 1 else boundary)
+                self._seek(target)
+                at = target
+        finally:
+            for handle in handles:
+                m.remove_code_hook(handle)
