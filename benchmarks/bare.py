@@ -78,6 +78,9 @@ class Bare:
         syscall_entry = image.address("entry_SYSCALL_64")
 
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # what run() calls to run a slice, emu_start(rip, until, timeout, count);
+        # bench_ceiling.py puts a driver that ends slices without `count` here
+        self.emu_start = uc.emu_start
         size = RAM_END - RAM_BASE
         self._ram_buf = (ctypes.c_ubyte * size)()
         uc.mem_map_ptr(RAM_BASE, size, UC_PROT_ALL, ctypes.addressof(self._ram_buf))
@@ -111,7 +114,7 @@ class Bare:
     def run(self, instructions):
         """Run `instructions` instructions in slices that end at timer ticks,
         delivering each tick after its slice, as lab/kernel.py `run` does."""
-        emu_start = self.uc.emu_start
+        emu_start = self.emu_start
         read_tick, write_tick = self._tick_registers
         ram = self.ram
         irq_entry = self._irq_entry

@@ -248,6 +248,7 @@ def throughput(opts):
 def _load_more():
     """Benchmarks kept in their own modules register themselves on import."""
     import bench_authoring  # noqa: F401
+    import bench_ceiling  # noqa: F401
     import bench_explore  # noqa: F401
     import bench_livepatch  # noqa: F401
     import bench_trace  # noqa: F401
