@@ -147,17 +147,21 @@ def test_a_step_can_be_given_as_a_count_a_percentage_or_relative(inspector, text
     assert got == expected
 
 
-def test_the_next_call_comes_from_events_once_watched_and_from_replay_before(trace, inspector):
+def test_the_next_call_of_a_patched_function_stops_at_its_pad_before_the_trampoline_decides(trace, inspector):
+    # issue 13, defect 6: `c capable` landed in kgr_new_capable, past the pad's CALL and the trampoline
     started = first(trace, "patch", state="transition").at
     pad = trace.header["pads"][0]
     early = inspector.next_call("capable", 0)
     assert early < started and inspector.state(early).rip == pad
-    # during the transition the recorded calls answer; a replay with a hook on the pad finds the
-    # same call a few instructions earlier (the pad, then the trampoline, then the body)
-    event_step = inspector.next_call("capable", started)
-    assert event_step == first(trace, "call", function="capable").at
-    by_replay = inspector._replay_for_entry(pad, started + 1, trace.end)
-    assert by_replay < event_step < by_replay + 64
+    step = inspector.next_call("capable", started)
+    entry = first(trace, "call", function="capable")       # recorded in the body the trampoline chose
+    at_pad = inspector.state(step)
+    assert at_pad.rip == pad and at_pad.instruction.pad == "call" and step < entry.at < step + 64
+    symbols = [inspector.state(s).symbol for s in range(step + 1, entry.at + 1)]
+    assert symbols[0].endswith("[trampoline]") and "kgr_new_capable" in symbols[-1]
+    assert inspector.previous_call("capable", step + 1) == step
+    before = inspector.previous_call("capable", step)
+    assert before < step and inspector.state(before).rip == pad
 
 
 def test_the_next_call_of_a_function_no_event_names_is_found_by_replay(trace, inspector):
@@ -385,15 +389,22 @@ def test_the_stepper_finds_the_next_call_of_a_named_function(trace, inspector):
     started = first(trace, "patch", state="transition").at
     call = first(trace, "call", function="capable")
 
+    pad = trace.header["pads"][0]
+
     async def script(pilot, app):
         await press(pilot, "c", *"capable", "enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert app.step == call.at and "capable" in app.state.symbol
+        # the pad's CALL, just before the recorded entry into the body the trampoline picked
+        assert app.state.rip == pad and app.step < call.at < app.step + 64 and app.state.symbol == "capable"
+        assert "CALL -> " in str(app.query_one("#message").render())
+        await press(pilot, "right")
+        assert app.state.symbol.endswith("[trampoline]")
+        await press(pilot, "left")
         await press(pilot, "c", *"nothing_like_this", "enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert app.step == call.at and "no function" in str(app.query_one("#message").render())
+        assert app.state.rip == pad and "no function" in str(app.query_one("#message").render())
     drive(inspector, started, script)
 
 

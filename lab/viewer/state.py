@@ -1,7 +1,6 @@
 """state - one step of a trace, replayed and frozen: StepState, and the Inspector that makes and caches them."""
 from __future__ import annotations
 
-import bisect
 import pathlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -11,7 +10,10 @@ from ..errors import LabError
 from ..image import PAD_SIZE
 from ..machine import GPRS
 from ..trace import settle
+from .frames import AddressNames, backtrace
 from .index import TraceIndex, ViewerError
+from .search import Searcher
+from .source import SourceMap
 
 LISTING_BEFORE = 6
 LISTING_AFTER = 6
@@ -93,6 +95,9 @@ class StepState:
     events: tuple
     console: tuple
     console_lines: int
+    backtrace: tuple = ()          # Frames of the task on the CPU, innermost first
+    source: object = None          # the SourceLine of rip, or None
+    notes: dict = field(default_factory=dict)   # register -> what its value points at
 
     @property
     def instruction(self):
@@ -129,6 +134,9 @@ class StepState:
                         "event": r.event} for r in self.events],
             "console": list(self.console),
             "console_lines": self.console_lines,
+            "source": str(self.source) if self.source else None,
+            "backtrace": [asdict(f) for f in self.backtrace],
+            "notes": dict(self.notes),
         }
 
 
@@ -164,6 +172,12 @@ def describe(e, name):
         return f"panic: {e.message}"
     if k == "booted":
         return f"booted ({e.tasks} tasks)"
+    if k == "transition-start":
+        return f"transition of '{e.patch}' starts: target universe {e.target}"
+    if k == "task-new":
+        return f"new task {name(e.tid)}"
+    if k == "preempt":
+        return f"{name(e.tid)} preempted ({'user' if e.user else 'kernel'} {e.rip:#x})"
     return k
 
 
@@ -175,8 +189,9 @@ class Inspector:
         self.trace = trace
         self.index = TraceIndex(trace)
         self._rp = trace.replayer()
-        self._search_rp = None
-        self._keyframe_at = [f.at for f in trace.keyframes]
+        self.searcher = Searcher(trace, self.index)
+        self.sources = SourceMap.of(trace.image)
+        self.names = AddressNames(trace)
         self._cache = OrderedDict()
         self._cache_size = cache
         self._pads = [(a, trace.image.function_at(a).name if trace.image.function_at(a) else trace.symbolize(a))
@@ -241,13 +256,20 @@ class Inspector:
             when = "past" if e.at < step else ("now" if e.at == step else "future")
             events.append(EventRow(i, e.at, e.kind, describe(e, ix.task_name), when, e.to_dict()))
         console, console_lines = ix.console_until(step, CONSOLE_TAIL)
+        notes = {}
+        for name in GPRS:
+            if name not in ("rip", "rflags"):
+                what = self.names.describe(regs[name], rp, ix.task_name)
+                if what:
+                    notes[name] = what
         return StepState(
             trace=str(self.trace.path), step=step, start=ix.start, end=ix.end,
             current=rp.current, current_name=ix.task_name(rp.current), in_irq=bool(rp.in_irq),
             rip=regs["rip"], symbol=self.trace.symbolize(regs["rip"]), listing=tuple(listing),
             regs=regs, previous_step=prev, changed=changed, tasks=tasks, target_universe=target,
             transition_started=started, pads=pads, events=tuple(events),
-            console=tuple(console), console_lines=console_lines)
+            console=tuple(console), console_lines=console_lines,
+            backtrace=backtrace(rp, self.sources), source=self.sources.line_of(regs["rip"]), notes=notes)
 
     def _read(self, address, size):
         try:
@@ -301,62 +323,30 @@ class Inspector:
                     return start
         return rip
 
-    # ---- searches ----
-    def next_call(self, name, step, limit=None):
-        """The first step after `step` at which function `name` is entered, or None.
+    # ---- memory ----
+    def memory(self, step, address, size):
+        """The bytes at address at step (b"" outside RAM), read from the stepper's replayer."""
+        self.state(step)
+        if self._rp.clock != step:
+            settle(self._rp.seek(step))
+        return self._read(address, size)
 
-        Calls the recorder watched (a patched function, from its first
-        transition on) come from the trace's FuncEntry events; before that, or
-        for any other function, the trace is replayed forward with a code hook
-        on the function's first instruction, keyframe by keyframe."""
-        ix = self.index
-        address = ix.function_address(name)
-        event, watched_from = ix.next_call_event(name, step)
-        if watched_from is not None and step >= watched_from:
-            return event.at if event else None
-        stop = ix.end if watched_from is None else watched_from
-        if limit is not None:
-            stop = min(stop, step + limit)
-        hit = self._replay_for_entry(address, step + 1, stop)
-        if hit is not None:
-            return hit
-        if event is not None and (limit is None or event.at <= step + limit):
-            return event.at
-        return None
+    # ---- searches (the Searcher's own replayer: they may run in a worker thread) ----
+    def next_call(self, name, step, limit=None):
+        """The first step after `step` at which function `name` is entered, or None:
+        its first instruction, which for a traced function is the pad, so a patched
+        function's call stops at the pad's CALL before the trampoline decides
+        (the recorded FuncEntry events are stamped later, in the body it chose)."""
+        return self.searcher.next_hit({self.index.function_address(name)}, step, limit)
+
+    def previous_call(self, name, step):
+        """The last step before `step` at which function `name` is entered, or None."""
+        return self.searcher.previous_hit({self.index.function_address(name)}, step)
 
     def _replay_for_entry(self, address, first, stop):
         """The first step in [first, stop] whose instruction is at address, by replay."""
-        if first > stop:
-            return None
-        trace = self.trace
-        if self._search_rp is None:
-            self._search_rp = trace.replayer()
-        rp = self._search_rp
-        hits = []
-        handle = rp.machine.add_code_hook(address, lambda _a: hits.append(rp.machine.clock))
-        try:
-            here = first
-            settle(rp.seek(here))
-            if rp.regs()["rip"] == address:
-                return here
-            while here < stop:
-                # never let a seek cross a keyframe: it would restore it and skip
-                # the instructions in between, which the hook must see
-                i = bisect.bisect_right(self._keyframe_at, here)
-                nxt = self._keyframe_at[i] if i < len(self._keyframe_at) else None
-                target = stop if nxt is None else min(stop, nxt - 1)
-                if target <= here:
-                    target = min(stop, nxt)
-                settle(rp.seek(target))
-                found = [h for h in hits if first <= h <= stop]
-                if found:
-                    return min(found)
-                here = target
-                if rp.regs()["rip"] == address and here <= stop:
-                    return here
-            return None
-        finally:
-            rp.machine.remove_code_hook(handle)
+        hits = self.searcher.hits({address}, first, stop, stop_at_first=True)
+        return hits[0] if hits else None
 
 
 __all__ = ["Inspector", "StepState", "Line", "PadState", "TaskRow", "EventRow", "ViewerError", "describe"]
