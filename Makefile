@@ -14,6 +14,10 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
 
+# seeking in a 1e9-instruction trace, and the memory recording it takes (minutes)
+bench-seek: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py seek-scale
+
 # every bundled patch under the models that promise consistency, 2,000 schedules each;
 # exit 1 with a reproducer (and the failing run's trace) on the first violation
 explore: $(VENV)/.installed
@@ -44,4 +48,4 @@ $(VENV)/.installed-test: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) firmware/build
 
-.PHONY: demo test bench fuzz explore firmware notebooks clean
+.PHONY: demo test bench bench-seek fuzz explore firmware notebooks clean

@@ -54,12 +54,14 @@ class BenchmarkFailed(Exception):
 BENCHMARKS = {}
 
 
-def benchmark(name, *, goal=None, lower_is_better=False, description):
+def benchmark(name, *, goal=None, lower_is_better=False, default=True, description):
     """Register fn(opts) -> dict as benchmark `name`.  goal: the ratio to reach
     (higher is better, or lower with lower_is_better: an overhead, a time), or
-    None if the benchmark only reports."""
+    None if the benchmark only reports.  default=False: a long one, run only
+    when named."""
     def register(fn):
-        BENCHMARKS[name] = {"fn": fn, "goal": goal, "lower": lower_is_better, "description": description}
+        BENCHMARKS[name] = {"fn": fn, "goal": goal, "lower": lower_is_better, "default": default,
+                            "description": description}
         return fn
     return register
 
@@ -251,6 +253,7 @@ def _load_more():
     import bench_ceiling  # noqa: F401
     import bench_explore  # noqa: F401
     import bench_livepatch  # noqa: F401
+    import bench_scale  # noqa: F401
     import bench_trace  # noqa: F401
 
 
@@ -297,7 +300,8 @@ def main(argv=None):
         for name, b in BENCHMARKS.items():
             better = "or lower" if b.get("lower") else "or better"
             goal = f" (goal {b['goal']} {better})" if b["goal"] is not None else ""
-            print(f"{name}: {b['description']}{goal}")
+            only = "" if b["default"] else " [only when named]"
+            print(f"{name}: {b['description']}{goal}{only}")
         return 0
     unknown = [n for n in opts.names if n not in BENCHMARKS]
     if unknown:
@@ -311,7 +315,7 @@ def main(argv=None):
 
     status = 0
     results = []
-    for name in opts.names or list(BENCHMARKS):
+    for name in opts.names or [n for n, b in BENCHMARKS.items() if b["default"]]:
         b = BENCHMARKS[name]
         try:
             r = b["fn"](opts)

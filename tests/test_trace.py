@@ -10,6 +10,7 @@ import zlib
 import pytest
 from unicorn import UC_HOOK_CODE
 
+import lab
 from lab.trace import TRACE_SCHEMA, Trace, TraceError, settle
 from trace_helpers import boot, drive, record, recorded, rewrite
 
@@ -227,3 +228,42 @@ def test_a_full_keyframe_holds_the_pages_that_are_not_zero_and_gives_back_all_of
         nonzero = [p for p in range(NPAGES) if any(ram[p * PAGE:(p + 1) * PAGE])]
         assert trace.pages_of(frame) == nonzero
         assert len(nonzero) < NPAGES // 4     # most of RAM is zero: that is the saving
+
+
+def test_recording_keeps_no_copy_of_ram_per_keyframe():
+    """Memory while recording grows with the events and the compressed pages
+    that changed, not with keyframes times RAM."""
+    import tracemalloc
+    from lab.machine import RAM_BASE, RAM_END
+    system = lab.boot(record=True, keyframe_every=50_000)
+    system.run(500_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        frames = len(system.recorder.keyframes)
+        system.run(1_500_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+        taken = len(system.recorder.keyframes) - frames
+    finally:
+        tracemalloc.stop()
+    assert taken >= 25
+    assert grown < (RAM_END - RAM_BASE) // 2, f"{grown:,} bytes for {taken} keyframes"
+
+
+def test_a_seek_replays_at_most_the_distance_to_its_keyframe_wherever_the_step_is(tmp_path):
+    """Once a trace is verified, a seek near its end replays no more than one
+    near its start: the cost of a step does not grow with its position."""
+    every = 100_000
+    system = lab.boot(record=True, keyframe_every=every)
+    system.run(2_000_000)
+    path = system.save_trace(tmp_path / "long.trace")
+    trace = Trace.load(path).verify()
+    rp = trace.replayer()
+    try:
+        for step in (trace.start + 150_000, trace.end // 2 + 37_000, trace.end - 1_000):
+            replayed = trace.replayed
+            rp.seek(step)
+            assert rp.clock == step
+            assert trace.replayed - replayed <= every + 20_000     # to the step, and a tick delivered there
+    finally:
+        rp.close()
