@@ -100,6 +100,10 @@ class TraceTarget:
     def _seek(self, step):
         self.replayer.seek(step)
 
+    def goto(self, step):
+        """Stand at step (clamped to the recording)."""
+        self._seek(step)
+
     def rip(self):
         return self._machine.reg("rip")
 
