@@ -12,6 +12,7 @@ from rich.text import Text
 from .errors import KernelPanic, UsageError
 from .livepatch import LivepatchError, PatchState
 from .livepatch.core import MODELS
+from .render import nice_ticks, short_count, svg_open
 from .system import boot
 
 # what each model is, in the words of the kGraft article and upstream
@@ -112,36 +113,58 @@ class ComparisonTable:
         return t
 
 
+# the chart's metrics: key, what is measured, its unit, colour
+CHART_METRICS = (
+    ("instructions_to_complete", "time to complete: from the patch's load to the end of its transition",
+     "instructions retired", "#4c78a8"),
+    ("stopped_instructions", "time the machine stood stopped (stop_machine)", "instructions", "#e45756"),
+    ("violations", "consistency violations seen", "count", "#b279a2"),
+)
+
+
 def chart_svg(rows, title="consistency models"):
-    """Bars per model: instructions to completion, stopped instructions, violations."""
-    metrics = [("instructions_to_complete", "instructions to complete", "#4c78a8"),
-               ("stopped_instructions", "instructions stopped", "#e45756"),
-               ("violations", "violations", "#b279a2")]
-    width, row_h, left = 760, 86, 130
-    height = 70 + row_h * len(rows) + 30
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<text x="10" y="22" font-size="16" font-weight="bold">{escape(title)}</text>']
-    for i, (_key, label, colour) in enumerate(metrics):
-        x = left + i * 200
-        out.append(f'<rect x="{x}" y="34" width="12" height="12" fill="{colour}"/>'
-                   f'<text x="{x + 16}" y="45">{escape(label)}</text>')
-    scale = {key: max([r[key] or 0 for r in rows] + [1]) for key, _l, _c in metrics}
-    for j, r in enumerate(rows):
-        y0 = 62 + j * row_h
-        out.append(f'<text x="10" y="{y0 + 30}" font-weight="bold">{escape(r["model"])}</text>')
-        if not r["completed"]:
-            out.append(f'<text x="10" y="{y0 + 46}" fill="#c00">did not complete</text>')
-        for i, (key, _label, colour) in enumerate(metrics):
+    """One panel per metric, each with its own axis, ticks and unit (a count of
+    violations is not drawn on the scale of millions of instructions); a model
+    without a value (it never completed) says so in its row."""
+    width, left, right = 760, 130, 90
+    plot_w = width - left - right
+    bar_h, row_h = 16, 22
+    out = [f'<text x="10" y="22" font-size="16" font-weight="bold">{escape(title)}</text>']
+    y = 44
+    for key, what, unit, colour in CHART_METRICS:
+        values = [r[key] for r in rows]
+        top = max([v for v in values if v is not None] + [0])
+        ticks = nice_ticks(0, max(top, 1), target=5)
+        if ticks[-1] < top:
+            ticks.append(ticks[-1] + (ticks[1] - ticks[0] if len(ticks) > 1 else max(top, 1)))
+        scale_max = ticks[-1] or 1
+        out.append(f'<g class="panel" data-metric="{key}" data-unit="{escape(unit)}">')
+        out.append(f'<text x="10" y="{y}" font-weight="bold">{escape(what)}</text>'
+                   f'<text x="{width - 10}" y="{y}" text-anchor="end" fill="#555">unit: {escape(unit)}</text>')
+        y0 = y + 10
+        plot_h = row_h * len(rows)
+        for t in ticks:
+            tx = left + plot_w * t / scale_max
+            out.append(f'<line class="tick" data-value="{t}" x1="{tx:.1f}" y1="{y0}" x2="{tx:.1f}" y2="{y0 + plot_h}" '
+                       f'stroke="#ddd"/><text x="{tx:.1f}" y="{y0 + plot_h + 14}" text-anchor="middle" '
+                       f'font-size="11" fill="#444">{short_count(t)}</text>')
+        out.append(f'<line x1="{left}" y1="{y0 + plot_h}" x2="{left + plot_w}" y2="{y0 + plot_h}" stroke="#555"/>')
+        for j, r in enumerate(rows):
+            by = y0 + j * row_h + (row_h - bar_h) / 2
             value = r[key]
-            w = 0 if value is None else int(480 * value / scale[key])
-            y = y0 + i * 22
-            out.append(f'<rect class="bar" data-model="{escape(r["model"])}" data-metric="{key}" x="{left}" '
-                       f'y="{y}" width="{max(w, 1)}" height="18" fill="{colour}"/>')
-            text = "n/a" if value is None else f"{value:,}"
-            out.append(f'<text x="{left + max(w, 1) + 6}" y="{y + 14}">{text}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+            out.append(f'<text x="10" y="{by + 12:.1f}">{escape(r["model"])}</text>')
+            w = 0 if value is None else plot_w * value / scale_max
+            out.append(f'<rect class="bar" data-model="{escape(r["model"])}" data-metric="{key}" '
+                       f'data-value="{"" if value is None else value}" x="{left}" y="{by:.1f}" '
+                       f'width="{max(w, 1 if value else 0):.1f}" height="{bar_h}" fill="{colour}"/>')
+            text = "n/a: did not complete" if value is None else f"{value:,}"
+            fill = ' fill="#c00"' if value is None else ""
+            out.append(f'<text x="{left + max(w, 0) + 6:.1f}" y="{by + 12:.1f}"{fill}>{text}</text>')
+        out.append("</g>")
+        y = y0 + plot_h + 40
+    height = y - 10
+    return svg_open(width, height, "lab-compare", ' font-family="sans-serif" font-size="12"') + \
+        f'<rect width="100%" height="100%" fill="white"/>' + "\n".join(out) + "\n</svg>"
 
 
 def write_chart(rows, path, title="consistency models"):

@@ -1,5 +1,7 @@
-"""render - what a person looks at: rich renderables for tasks, console and listings."""
+"""render - what a person looks at: rich renderables for tasks, console and listings, and the frame of the SVG pictures."""
 from __future__ import annotations
+
+import math
 
 from rich.console import Group
 from rich.panel import Panel
@@ -152,3 +154,33 @@ def demo_view(system):
     lines = [line for line in report["console"] if line.startswith(("livepatch", "we added", "pipe-reader"))]
     parts.append(ConsoleView(lines, 20, title="console (livepatch lines)"))
     return Group(*parts)
+
+
+# ---- SVG pictures (the timeline, the compare chart) ----
+
+def svg_open(width, height, cls="", extra=""):
+    """The opening tag of a picture drawn in a width x height box: it scales down to the
+    width of its container (a notebook's cell, a README) and never up past its own size."""
+    cls = f' class="{cls}"' if cls else ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" '
+            f'preserveAspectRatio="xMinYMin meet" style="max-width:{width}px;height:auto"{cls}{extra}>')
+
+
+def nice_ticks(lo, hi, target=8):
+    """Round tick positions between lo and hi: steps of 1, 2 or 5 times a power of ten."""
+    span = max(hi - lo, 1)
+    raw = span / target
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    step = next((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), 10 * mag)
+    step = max(int(step), 1)
+    first = -(-lo // step) * step
+    return list(range(first, hi + 1, step))
+
+
+def short_count(n):
+    """1.5M, 250k, 900 - an axis label."""
+    for div, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if abs(n) >= div:
+            v = n / div
+            return (f"{v:.0f}" if v == int(v) else f"{v:.3g}") + suffix
+    return str(n)

@@ -12,6 +12,7 @@ FUNCTION, ADDRESS, EVENT, UNIVERSE = "function", "address", "event", "universe"
 # the events a breakpoint can name, as `lab shell`'s `run until` names them
 EVENT_KINDS = ("migrated", "signal", "patch", "complete", "console", "oops", "exit", "call", "syscall", "switch")
 SAMPLE = 16        # the last-write search reads the word every SAMPLE instructions, then each one
+_MIGRATION_WINDOW = 4_096   # a safe point writes the universe byte this close before its Migrated event
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,9 @@ class Searcher:
                 if e is not None:
                     candidates.append(e.at)
             elif bp.kind == UNIVERSE:
-                steps = universe_changes(ix, bp.tid)
-                steps = [s for s in steps if (s < step if backward else s > step)]
-                if steps:
-                    candidates.append(steps[-1] if backward else steps[0])
+                at = self._universe_change(bp.tid, step, backward)
+                if at is not None:
+                    candidates.append(at)
         if not candidates:
             return None, []
         at = max(candidates) if backward else min(candidates)
@@ -207,7 +207,32 @@ class Searcher:
             return step in self.hits({bp.address}, step, step)
         if bp.kind == EVENT:
             return any(e.at == step and event_matches(bp, e, ix) for _i, e in ix.near(step, 0, 0))
-        return step in universe_changes(ix, bp.tid)
+        return step in (self._universe_change(bp.tid, step - 1, False),)
+
+    def _universe_change(self, tid, step, backward):
+        """The nearest step after (before) `step` at which task tid's universe byte first holds
+        its new value: the lane's change (from the events), moved back to just after the
+        instruction that wrote it (the lab's own writes, at a transition's start, stay where they are)."""
+        field = self._universe_field(tid)
+        changes = universe_changes(self.index, tid)
+        for c in (reversed(changes) if backward else changes):
+            at = c
+            if field is not None:
+                w = self.last_write(field, 1, min(c, self.trace.end))
+                if w is not None and c - w.step <= _MIGRATION_WINDOW:
+                    at = w.step if w.by == "lab" else w.step + 1
+            if (at < step) if backward else (at > step):
+                return at
+        return None
+
+    def _universe_field(self, tid):
+        img = self.trace.image
+        try:
+            if tid == IRQ:
+                return None
+            return img.address("tasks") + tid * img.const("TASK_SIZE") + img.const("TASK_kgr_universe")
+        except LabError:
+            return None
 
     # ---- memory ----
     def read(self, step, address, size):

@@ -10,6 +10,7 @@ from xml.sax.saxutils import escape, quoteattr
 from rich.segment import Segment
 from rich.style import Style
 
+from ..render import nice_ticks, short_count, svg_open
 from .index import IRQ, TraceIndex
 
 UNIVERSE_FILL = {"old": "#e8a33d", "new": "#7b3fa0"}
@@ -32,26 +33,6 @@ SIGNAL_COLOUR = {"fake-signal": "#d7301f", "signal": "#d7301f", "wake-up": "#2b8
 PATCH_COLOUR = {"transition": "#333333", "reverting": "#333333", "complete": "#111111", "reverted": "#111111",
                 "refused": "#d7301f", "failed": "#d7301f"}
 _TERMINAL_CPU_CHAR = {"running": "█", "runnable": "▒", "sleeping": "░", "dead": " ", "none": " "}
-
-
-def nice_ticks(lo, hi, target=8):
-    """Round tick positions between lo and hi: steps of 1, 2 or 5 times a power of ten."""
-    span = max(hi - lo, 1)
-    raw = span / target
-    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    step = next((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), 10 * mag)
-    step = max(int(step), 1)
-    first = -(-lo // step) * step
-    return list(range(first, hi + 1, step))
-
-
-def short_count(n):
-    """1.5M, 250k, 900 - an axis label."""
-    for div, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
-        if abs(n) >= div:
-            v = n / div
-            return (f"{v:.0f}" if v == int(v) else f"{v:.3g}") + suffix
-    return str(n)
 
 
 class Timeline:
@@ -184,8 +165,7 @@ class Timeline:
                  ".lane-label{font-size:12px}.kind{fill:#888;font-size:10px;font-style:italic}.tick{font-size:11px;fill:#444}"
                  ".axis-label{font-size:11px;fill:#444}.patch-label{font-size:11px;font-weight:bold}"
                  ".legend-title{font-weight:bold}")
-        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{height}" '
-                f'viewBox="0 0 {self.width} {height}" class="lab-timeline">'
+        return (svg_open(self.width, height, "lab-timeline") +
                 f'<style>{style}</style><rect width="100%" height="100%" fill="white"/>' + "".join(out) + "</svg>")
 
     def _mark(self, m, cx, cy):
