@@ -6,6 +6,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -127,7 +128,7 @@ def test_reverse_stepi_across_a_universe_switch_gives_the_old_universe_back(serv
     offset = image.const("TASK_kgr_universe")
     out = gdb(server,
               "break kgr_user_safe", "continue",
-              f"while $pc != {store:#x}\n  stepi\nend",
+              f"set $n = 0\nwhile $pc != {store:#x} && $n < 1000\n  stepi\n  set $n = $n + 1\nend",
               f"set $task = ${base}",
               "monitor when", f"x/bx $task + {offset}",
               "stepi",
@@ -378,6 +379,25 @@ def test_a_bad_port_is_one_line_and_status_2(recording, capsys):
     assert gdbserver.run([str(recording), "--port", "70000"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--port 70000" in err
+
+
+@needs_gdb
+def test_python_m_lab_gdbserver_serves_one_gdb_and_exits_0(recording, elf):
+    server = subprocess.Popen([sys.executable, "-m", "lab.gdbserver", str(recording), "--port", "0",
+                               "--image", str(elf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=FIRMWARE_DIR.parent)
+    try:
+        line = server.stdout.readline()
+        port = int(re.fullmatch(r"listening on 127\.0\.0\.1:(\d+); connect with: "
+                                r"gdb firmware/kernel\.elf -ex 'target remote :(\d+)'\n", line).group(1))
+        out = subprocess.run([GDB, "-nx", "-batch", "-ex", f"target remote :{port}", "-ex", "info threads",
+                              "-ex", "detach", str(elf)], capture_output=True, text=True, timeout=60).stdout
+        assert "swapper/0" in out
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 def test_the_server_prints_where_to_connect(trace):

@@ -75,6 +75,8 @@ class Session:
             return f"E.{exc}"
         except LabError as exc:
             return f"E.{' '.join(str(exc).split())}"
+        except (ValueError, IndexError, KeyError):
+            return "E.a packet this server cannot parse"
 
     def _dispatch(self, p):
         if not p:
