@@ -42,8 +42,8 @@ def render(renderable, width):
 
 @pytest.mark.parametrize("width", [50, 64, 80])     # the events pane at 80x24, 120x40 and 160x50
 def test_the_events_keep_their_step_and_kind_columns_whole_when_a_long_line_is_in_view(trace, inspector, width):
-    line = next(e for e in trace.events if e.kind == "console" and len(e.text) > 50)
-    st = inspector.state(line.at)
+    # where cap-user moves: the transition's start, with its long console lines and kinds, is in view
+    st = inspector.state(first(trace, "migrated", tid=1).at)
     text = render(EventView(st), width)
     assert any(len(r.text) > width - 30 for r in st.events)      # a line that cannot fit whole
     rows = text.splitlines()
