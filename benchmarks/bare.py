@@ -25,6 +25,7 @@ The hooks a bare run cannot do without:
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import struct
 
@@ -194,8 +195,9 @@ def _syscall_hook_api(syscall_entry):
 
 def _syscall_hook_ctypes(uc, syscall_entry):
     """The same hook with preallocated ctypes arrays passed straight to
-    uc_reg_read_batch/uc_reg_write_batch: what a driver tuned past the
-    binding's per-call marshalling (register classes, arrays built per call) does.
+    uc_reg_read_batch/uc_reg_write_batch, arguments converted once
+    (_batch_call): what a driver tuned past the binding's per-call
+    marshalling (register classes, arrays built and converted per call) does.
     It reaches into the binding (uclib, _uch), as lab/machine.py does; the
     default since the lab reaches its registers this way too."""
     from unicorn.unicorn_py3.unicorn import uclib
@@ -207,20 +209,35 @@ def _syscall_hook_ctypes(uc, syscall_entry):
     write_ids = (ctypes.c_int * 4)(X.UC_X86_REG_RCX, X.UC_X86_REG_R11, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_RIP)
     write_vals = (ctypes.c_uint64 * 4)()
     write_ptrs = (ctypes.c_void_p * 4)(*(ctypes.addressof(write_vals) + 8 * i for i in range(4)))
-    read_batch, write_batch = uclib.uc_reg_read_batch, uclib.uc_reg_write_batch
+    read_batch = _batch_call(uclib.uc_reg_read_batch, handle, read_ids, read_ptrs)
+    write_batch = _batch_call(uclib.uc_reg_write_batch, handle, write_ids, write_ptrs)
     entry_minus_2 = syscall_entry - 2
     # the arrays must outlive the hook: keep them in its defaults
     keep = (read_ids, read_vals, read_ptrs, write_ids, write_vals, write_ptrs)
 
     def on_syscall(_uc, _, keep=keep):
-        read_batch(handle, read_ids, read_ptrs, 2)        # as _syscall_hook_api
+        read_batch()        # as _syscall_hook_api
         fl = read_vals[1]
         write_vals[0] = read_vals[0] + 2
         write_vals[1] = fl
         write_vals[2] = fl & ~X86_EFLAGS_IF
         write_vals[3] = entry_minus_2
-        write_batch(handle, write_ids, write_ptrs, 4)
+        write_batch()
     return on_syscall
+
+
+_BATCH_PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+
+
+def _batch_call(batch, handle, ids, ptrs):
+    """batch(handle, ids, ptrs, len(ids)) as a call without arguments: through
+    a prototype of plain pointers with the arguments converted once (the
+    binding's prototype converts the arrays on every call), as lab/machine.py
+    _RegisterIO does."""
+    call = _BATCH_PROTOTYPE(ctypes.cast(batch, ctypes.c_void_p).value)
+    return functools.partial(call, ctypes.c_void_p(ctypes.cast(handle, ctypes.c_void_p).value),
+                             ctypes.c_void_p(ctypes.addressof(ids)), ctypes.c_void_p(ctypes.addressof(ptrs)),
+                             ctypes.c_int(len(ids)))
 
 
 def _tick_registers_api(uc):
@@ -249,18 +266,19 @@ def _tick_registers_ctypes(uc):
     write_ids = (ctypes.c_int * 3)(X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_RIP)
     write_vals = (ctypes.c_uint64 * 3)()
     write_ptrs = (ctypes.c_void_p * 3)(*(ctypes.addressof(write_vals) + 8 * i for i in range(3)))
-    read_batch, write_batch = uclib.uc_reg_read_batch, uclib.uc_reg_write_batch
+    read_batch = _batch_call(uclib.uc_reg_read_batch, handle, read_ids, read_ptrs)
+    write_batch = _batch_call(uclib.uc_reg_write_batch, handle, write_ids, write_ptrs)
     keep = (read_ids, read_vals, read_ptrs, write_ids, write_vals, write_ptrs)   # as _syscall_hook_ctypes
 
     def read(keep=keep):
-        read_batch(handle, read_ids, read_ptrs, 3)
+        read_batch()
         return read_vals[:]     # a list unpacks faster than the ctypes array
 
     def write(rsp, rflags, rip, keep=keep):
         write_vals[0] = rsp
         write_vals[1] = rflags
         write_vals[2] = rip
-        write_batch(handle, write_ids, write_ptrs, 3)
+        write_batch()
     return read, write
 
 

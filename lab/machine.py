@@ -6,7 +6,9 @@ not a call into the emulator.  The clock is the retired-instruction count.
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
+import functools
 import struct
 
 from unicorn import (
@@ -60,6 +62,8 @@ try:
     _UC_REG_WRITE_BATCH = _uclib.uc_reg_write_batch
 except (ImportError, AttributeError):
     _UC_REG_READ_BATCH = _UC_REG_WRITE_BATCH = None
+# uc_err uc_reg_{read,write}_batch(uc_engine *uc, int *regs, void **vals, int count)
+_BATCH_PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
 
 
 class _RegisterIO:
@@ -101,18 +105,24 @@ class _RegisterIO:
         ids = (ctypes.c_int * n)(*regs)
         vals = (ctypes.c_uint64 * n)()
         ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(vals) + 8 * i for i in range(n)))
-        handle = self._handle
+        # The batch function called through a prototype of plain pointers,
+        # with every argument converted once here: the binding's prototype
+        # converts the arrays on every call, half the cost of the call.
+        call = functools.partial(_BATCH_PROTOTYPE(ctypes.cast(batch, ctypes.c_void_p).value),
+                                 ctypes.c_void_p(ctypes.cast(self._handle, ctypes.c_void_p).value),
+                                 ctypes.c_void_p(ctypes.addressof(ids)), ctypes.c_void_p(ctypes.addressof(ptrs)),
+                                 ctypes.c_int(n))
         # the arrays live as long as the function: they are its defaults
         if write:
-            def write(*values, ids=ids, ptrs=ptrs, vals=vals):
+            def write(*values, call=call, vals=vals, keep=(ids, ptrs)):
                 vals[:] = values
-                status = batch(handle, ids, ptrs, n)
+                status = call()
                 if status:
                     raise UcError(status)
             return write
 
-        def read(ids=ids, ptrs=ptrs, vals=vals):
-            status = batch(handle, ids, ptrs, n)
+        def read(call=call, vals=vals, keep=(ids, ptrs)):
+            status = call()
             if status:
                 raise UcError(status)
             return vals[:]      # a list: far cheaper to unpack than the ctypes array
@@ -208,6 +218,7 @@ class Machine:
         self.halted = False         # the last slice ended on a hlt
         self.hypercall_text = (0, 2**64)   # where hypercalls may come from (the kernel sets its text)
         self.read_only_ranges = ()  # kernel text and rodata: the CPU may not write them
+        self._guard_index = ((), [])  # (guard_pages, the end of each range), for guest_range_ok
         self.closed = False
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
@@ -216,6 +227,11 @@ class Machine:
         # used (UNICORN.md), so each becomes a fault of the running context
         uc.hook_add(UC_HOOK_INTR, self._on_exception)
         self._exception = None
+        # (rip, rsp, rflags) as the last slice or interrupt() left them, read
+        # once after the slice: the tick and the next slice need them, and a
+        # read per use would double the register calls between slices.  None
+        # when unknown (during a slice, after set_regs() or a restore).
+        self._cpu = None
         self._bind_registers(_RegisterIO(uc))
 
     # The hot paths' register functions, made by _bind_registers: attribute ->
@@ -294,11 +310,15 @@ class Machine:
             return False
         if address < RAM_BASE or address + size > RAM_END:
             return False
-        end = address + size
-        for lo, hi in self.guard_pages:     # a loop, not any(): this runs on every tick
-            if lo < end and address < hi:
-                return False
-        return True
+        # guard_pages is sorted and merged, and replaced (never changed in
+        # place) when it changes: the ends are kept for a bisection, as this
+        # runs on every tick
+        guards = self.guard_pages
+        index = self._guard_index
+        if index[0] is not guards:
+            index = self._guard_index = (guards, [hi for _lo, hi in guards])
+        i = bisect.bisect_right(index[1], address)
+        return i == len(guards) or guards[i][0] >= address + size
 
     def guest_cstring(self, address, limit=256):
         """A NUL-terminated string the guest handed over, or None when the
@@ -431,6 +451,7 @@ class Machine:
         return self._read_reg[name]()[0]
 
     def set_regs(self, **values):
+        self._cpu = None
         self._regio.writer([_UC_REG[k] for k in values])(*values.values())
         self._note_write()
 
@@ -442,6 +463,7 @@ class Machine:
         return self._uc.context_save()
 
     def restore_context(self, ctx):
+        self._cpu = None
         self._uc.context_restore(ctx)
 
     # ---- hooks ----
@@ -556,8 +578,9 @@ class Machine:
             raise MachineError("a slice must run at least one instruction")
         if self.closed:
             raise MachineError("this machine was closed; boot a new system")
+        cpu, self._cpu = self._cpu, None
         if rip is None:
-            rip = self._read_rip()[0]
+            rip = cpu[0] if cpu is not None else self._read_rip()[0]
         self._bad_access = None
         self._exception = None
         self._stop_requested = False
@@ -589,12 +612,13 @@ class Machine:
             done = self._stopped_at
         else:
             done = min(self._counter.value - 1, count)
-        self.halted = done < count and not self._stop_requested and \
-            self._hlt_before(self._read_rip()[0])
+        cpu = tuple(self._read_cpu_state())
+        self.halted = done < count and not self._stop_requested and self._hlt_before(cpu[0])
         if self.halted:
             done += 1   # hlt retired and ended emu_start before the counter saw the next instruction
         self.retired += done
         self._running = False
+        self._cpu = cpu
         return done
 
     def _hlt_before(self, rip):
@@ -621,11 +645,13 @@ class Machine:
 
     # ---- interrupts ----
     def interrupts_enabled(self):
-        return bool(self._read_eflags()[0] & X86_EFLAGS_IF)
+        cpu = self._cpu
+        return bool((cpu[2] if cpu is not None else self._read_eflags()[0]) & X86_EFLAGS_IF)
 
     def cpu_state(self):
-        """(rip, rsp, rflags) in one read."""
-        return tuple(self._read_cpu_state())
+        """(rip, rsp, rflags) in one read (none between slices: run() kept them)."""
+        cpu = self._cpu
+        return cpu if cpu is not None else tuple(self._read_cpu_state())
 
     def interrupt(self, entry, *, cs, ss, stack=None, state=None):
         """Deliver an interrupt as the CPU would: align the stack (the current
@@ -638,6 +664,7 @@ class Machine:
         _FRAME.pack_into(self.ram, self._off(frame, 40), rip, cs, rflags, rsp, ss)
         self._note_write()
         self._write_interrupt(frame, rflags & ~X86_EFLAGS_IF, entry)   # rsp, rflags, rip
+        self._cpu = None if self._running else (entry, frame, rflags & ~X86_EFLAGS_IF)
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
@@ -715,3 +742,4 @@ class Machine:
         for k in [k for k in self.__dict__ if k not in self._SNAPSHOT_KEEP and k not in state]:
             del self.__dict__[k]
         self.__dict__.update({k: (v.copy() if isinstance(v, (dict, list, set)) else v) for k, v in state.items()})
+        self._cpu = None

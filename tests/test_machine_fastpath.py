@@ -140,3 +140,47 @@ def test_a_booted_kernel_runs_the_same_on_both_paths(image, monkeypatch):
     assert binding.kernel.log.digest == native.kernel.log.digest
     assert binding.machine.regs() == native.machine.regs()
     assert bytes(binding.machine.ram) == bytes(native.machine.ram)
+
+
+def test_the_cpu_state_kept_between_slices_is_what_the_engine_holds(image):
+    """run() keeps (rip, rsp, rflags) for the tick and the next slice; after a
+    slice, an interrupt, set_regs and a restore it must be what a read gives."""
+    system = lab.boot(image)
+    m = system.machine
+
+    def fresh():
+        return tuple(m._read_cpu_state())
+    for _ in range(30):
+        system.run(7_919)
+        assert m.cpu_state() == fresh()
+        assert m.interrupts_enabled() == bool(fresh()[2] & X86_EFLAGS_IF)
+    snap = m.snapshot()
+    m.interrupt(ENTRY, cs=0x10, ss=0x18, stack=STACK)
+    assert m.cpu_state() == fresh() == (ENTRY, (STACK & ~0xF) - 40, m.cpu_state()[2])
+    m.set_regs(rip=CODE, rsp=STACK)
+    assert m.cpu_state() == fresh()
+    m.restore(snap)
+    assert m.cpu_state() == fresh()
+    system.run(20_000)
+    assert m.cpu_state() == fresh()
+
+
+def test_guest_range_ok_agrees_with_checking_every_guard_range():
+    import random
+    m = Machine()
+    rng = random.Random(3)
+    for lo in sorted(rng.sample(range(RAM_BASE, RAM_BASE + 0x600000, 0x1000), 12)):
+        m.guard(lo, 0x1000 * rng.randint(1, 3))
+    guards = m.guard_pages
+
+    def slow(address, size):
+        end = address + size
+        return RAM_BASE <= address and end <= machine_mod.RAM_END and \
+            not any(lo < end and address < hi for lo, hi in guards)
+    for lo, hi in guards:
+        for address in (lo - 8, lo - 1, lo, lo + 1, hi - 1, hi, hi + 8):
+            for size in (0, 1, 8, 0x1000, 0x3000):
+                assert m.guest_range_ok(address, size) == slow(address, size), (hex(address), size)
+    for _ in range(2000):
+        address, size = rng.randrange(RAM_BASE, machine_mod.RAM_END), rng.randrange(0, 0x4000)
+        assert m.guest_range_ok(address, size) == slow(address, size)
