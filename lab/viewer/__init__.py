@@ -4,7 +4,8 @@ from __future__ import annotations
 from .index import Mark, Span, TraceIndex, ViewerError
 from .state import Inspector, StepState
 from .timeline import Timeline
-from .views import CodeView, ConsoleTail, EventView, RegisterView, StepHeader, StepView, TaskView
+from .views import (BacktraceView, CodeView, ConsoleTail, EventView, MemoryView, RegisterView, SourceView, StepHeader,
+                    StepView, TaskView)
 
 
 def open_trace(trace_or_path, image=None):
@@ -30,4 +31,4 @@ def view(trace_or_path, image=None, step=None):
 
 __all__ = ["open_trace", "step_state", "show_step", "view", "Inspector", "StepState", "StepView", "StepHeader",
            "CodeView", "RegisterView", "TaskView", "EventView", "ConsoleTail", "Timeline", "TraceIndex", "Span",
-           "Mark", "ViewerError"]
+           "Mark", "ViewerError", "BacktraceView", "SourceView", "MemoryView"]

@@ -443,7 +443,8 @@ class Stepper(App):
             found = self.inspector.next_call(name, here)
             if found is None:
                 return None, f"no call of {name} after step {here:,}"
-            return found, self._call_note(name, found)
+            # said from the main thread: a StepState comes from the stepper's own replayer
+            return found, lambda: self._call_note(name, found)
         self._search(work, f"looking for the next call of {name}…")
 
     def _call_note(self, name, step):
@@ -471,7 +472,7 @@ class Stepper(App):
         self.busy = False
         if step is not None:
             self.go(step)
-        self.say(msg)
+        self.say(msg() if callable(msg) else msg)
 
     # ---- watch ----
     def _memory_view(self, state, size):
