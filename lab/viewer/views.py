@@ -380,7 +380,10 @@ class SourceView(JupyterMixin):
         self.sources = sources
         self.height = height
 
-    def __rich__(self):
+    def __rich_console__(self, console, options):
+        yield self._panel(options.max_width)
+
+    def _panel(self, width):
         s = self.state
         where = s.source
         if where is None:
@@ -391,13 +394,16 @@ class SourceView(JupyterMixin):
         room = 9 if self.height is None else max(self.height - 2, 1)
         before = (room - 1) // 2
         first, lines = self.sources.around(where, before, room - 1 - before)
+        number_w = len(str(first + len(lines))) + 1
+        room = max(width - 4 - number_w - 2, 4)        # the line numbers keep their width, the text gives way
         t = Table(box=None, show_header=False, pad_edge=False)
-        t.add_column(justify="right", style="dim", no_wrap=True)
+        t.add_column(justify="right", style="dim", no_wrap=True, min_width=number_w)
         t.add_column(no_wrap=True, overflow="ellipsis")
         for n, line in enumerate(lines, first):
             current = n == where.line
-            t.add_row(Text(("▶" if current else " ") + str(n), style="bold green" if current else "dim"),
-                      Text(line.expandtabs(4), style="reverse" if current else ""))
+            text = Text(line.expandtabs(4), style="reverse" if current else "")
+            text.truncate(room, overflow="ellipsis")
+            t.add_row(Text(("▶" if current else " ") + str(n), style="bold green" if current else "dim"), text)
         if not lines:
             t.add_row("", Text(f"{where.path} is not in firmware/", style="dim"))
         return Panel(t, title=Text(f"source {where}"), title_align="left")
