@@ -220,6 +220,25 @@ def test_continue_and_reverse_continue_stop_at_the_same_breakpoint_across_a_keyf
 
 
 @needs_gdb
+def test_a_watchpoint_stops_where_gdbs_own_single_stepping_watchpoint_stops(server, image):
+    """Z2 write watchpoints, both ways, against gdb's software watchpoints
+    (which single-step and compare) as the oracle."""
+    store, _ = universe_store(image)
+    watch = "watch -l current_task->kgr_universe"
+    out = gdb(server, "break kgr_user_safe", "continue", "delete",
+              watch, "continue", "monitor when", "reverse-continue", "monitor when",
+              "printf \"pc %#lx\\n\", $pc", "delete",
+              "set can-use-hw-watchpoints 0", watch, "continue", "monitor when", "reverse-continue",
+              "monitor when")
+    assert out.count("Hardware watchpoint 2: -location") == 3 and "\nWatchpoint 3: -location" in out
+    hw_forward, hw_back, sw_forward, sw_back = steps(out)
+    assert (hw_forward, hw_back) == (sw_forward, sw_back) == (hw_back + 1, hw_back)
+    assert f"pc {store:#x}" in out
+    changes = re.findall(r"Old value = (\d+) .*\nNew value = (\d+)", out)
+    assert changes == [("0", "1"), ("1", "0")] * 2
+
+
+@needs_gdb
 def test_unmapped_memory_reads_as_an_error_and_mapped_memory_reads(server, image):
     guard = image.address("task_stacks")        # slot 0's guard page
     out = gdb(server, "x/bx 0x10", f"x/bx {guard:#x}", "x/bx &kgr_target_universe")

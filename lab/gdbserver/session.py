@@ -178,15 +178,23 @@ class Session:
         return data.hex()
 
     def _breakpoint(self, p):
-        kind, address, _size = p[1:].split(",")[:3]
-        if kind not in ("0", "1"):
-            return ""       # watchpoints: gdb falls back to single-stepping (set can-use-hw-watchpoints 0)
+        """Z0/Z1 breakpoints and Z2 write watchpoints, kept by the target.
+        Read and access watchpoints (Z3, Z4) cannot be had from a replay that
+        sees values, not accesses: the empty reply says so."""
+        kind, address, size = p[1:].split(",")[:3]
         address = int(address, 16)
-        if p[0] == "Z":
-            self.target.breakpoints.add(address)
-        else:
-            self.target.breakpoints.discard(address)
-        return "OK"
+        if kind in ("0", "1"):
+            points = self.target.breakpoints
+            points.add(address) if p[0] == "Z" else points.discard(address)
+            return "OK"
+        if kind == "2":
+            watches = self.target.watchpoints
+            if p[0] == "Z":
+                watches[address] = int(size.split(";")[0], 16)
+            else:
+                watches.pop(address, None)
+            return "OK"
+        return ""
 
     def _xfer_features(self, rest):
         annex, window = rest.rsplit(":", 1)
@@ -218,6 +226,8 @@ class Session:
         signal = SIGINT if stop is Stop.INTERRUPT else SIGTRAP
         reason = {Stop.BREAKPOINT: "swbreak:;", Stop.END: "replaylog:end;",
                   Stop.BEGIN: "replaylog:begin;"}.get(stop, "")
+        if stop is Stop.WATCH:
+            reason = f"watch:{self.target.watch_hit:x};"
         return f"T{signal:02x}{reason}thread:{tid:x};"
 
     def _monitor(self, command):

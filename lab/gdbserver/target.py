@@ -19,6 +19,8 @@ from ..machine import RAM_BASE, RAM_END
 # How far one pass of a scan runs before it looks at its hits and at gdb's
 # Ctrl-C: short enough to stop promptly, long enough that seeking costs little.
 SCAN_CHUNK = 200_000
+# A scan with watchpoints looks at every step; it looks for Ctrl-C this often.
+WATCH_POLL = 10_000
 
 # The frame __switch_to_asm leaves on a switched-out task's stack (firmware/
 # entry.S): pushfq, rbp, rbx, r12..r15, then the return address of the call.
@@ -45,6 +47,7 @@ class Stop(enum.Enum):
     """Why the target stopped after a resume."""
     STEP = "step"              # one instruction done
     BREAKPOINT = "breakpoint"  # at a breakpoint's address
+    WATCH = "watch"            # a watched range changed (TraceTarget.watch_hit says which)
     END = "end"                # the recording ends here
     BEGIN = "begin"            # the recording begins here
     INTERRUPT = "interrupt"    # gdb's Ctrl-C
@@ -80,6 +83,8 @@ class TraceTarget:
         self.trace = trace
         self.replayer = trace.replayer()
         self.breakpoints = set()
+        self.watchpoints = {}          # address -> length: write watchpoints, by the bytes' value
+        self.watch_hit = None          # the watched address of the last WATCH stop
         self._seek(trace.start)
 
     def close(self):
@@ -211,10 +216,13 @@ class TraceTarget:
         return Stop.STEP
 
     def continue_forward(self, interrupted=lambda: False):
-        """On to the next step after this one whose RIP is a breakpoint, or the end."""
+        """On to the next step after this one whose RIP is a breakpoint, or
+        where a watched range has just changed, or the end."""
         start = self.step
         if start >= self.trace.end:
             return Stop.END
+        if self.watchpoints:
+            return self._watch_forward(interrupted)
         hits, stopped = self._scan(start + 1, self.trace.end, first=True, interrupted=interrupted)
         if hits:
             self._seek(min(hits))
@@ -223,23 +231,85 @@ class TraceTarget:
 
     def continue_backward(self, interrupted=lambda: False):
         """Back to the last step before this one whose RIP is a breakpoint, or
-        the start: each keyframe interval is scanned forward from its
-        keyframe, the latest first, so going back costs what the way
-        back covers, not the whole trace."""
+        whose instruction changes a watched range, or the start: each keyframe
+        interval is scanned forward from its keyframe, the latest first, so
+        going back costs what the way back covers, not the whole trace."""
         t = self.trace
         hi = self.step - 1
-        while hi >= t.start and self.breakpoints:
+        after = self._watched()          # the watched bytes at hi + 1
+        while hi >= t.start and (self.breakpoints or self.watchpoints):
             lo = max(t.keyframe_for(hi).at, t.start)
-            hits, stopped = self._scan(lo, hi, first=False, interrupted=lambda: False)
-            if hits:
-                self._seek(max(hits))
-                return Stop.BREAKPOINT
+            if self.watchpoints:
+                found, after = self._watch_backward(lo, hi, after, interrupted)
+                if found is not None:
+                    step, stop = found
+                    self._seek(step)
+                    return stop
+            else:
+                hits, _ = self._scan(lo, hi, first=False, interrupted=lambda: False)
+                if hits:
+                    self._seek(max(hits))
+                    return Stop.BREAKPOINT
             if interrupted():
                 self._seek(lo)
                 return Stop.INTERRUPT
             hi = lo - 1
         self._seek(t.start)
         return Stop.BEGIN
+
+    # ---- watchpoints: every step looked at, so no change is missed ----
+    def _watched(self):
+        return [(a, self.read_memory(a, n)) for a, n in sorted(self.watchpoints.items())]
+
+    def _changed(self, before, after):
+        for (address, old), (_a, new) in zip(before, after):
+            if old != new:
+                return address
+        return None
+
+    def _watch_forward(self, interrupted):
+        """Step by step: a watched range that changed, like a watchpoint
+        that fires after the writing instruction retired."""
+        before, end = self._watched(), self.trace.end
+        while self.step < end:
+            self._seek(self.step + 1)
+            now = self._watched()
+            address = self._changed(before, now)
+            if address is not None:
+                self.watch_hit = address
+                return Stop.WATCH
+            if self.rip() in self.breakpoints:
+                return Stop.BREAKPOINT
+            before = now
+            if self.step % WATCH_POLL == 0 and interrupted():
+                return Stop.INTERRUPT
+        return Stop.END
+
+    def _watch_backward(self, lo, hi, after, interrupted):
+        """The last step in lo..hi whose RIP is a breakpoint or whose
+        instruction changes a watched range (going back, gdb stops before the
+        write), as ((step, Stop) or None, the watched bytes at lo); after:
+        the watched bytes at hi + 1.  On Ctrl-C, (hi + 1, INTERRUPT): the
+        way back is known to be clear only up to there."""
+        found = None
+        self._seek(lo)
+        first = before = self._watched()
+        for step in range(lo, hi + 1):
+            rip = self.rip()
+            if step < hi:
+                self._seek(step + 1)
+                now = self._watched()
+            else:
+                now = after
+            address = self._changed(before, now)
+            if address is not None:
+                found, self.watch_hit = (step, Stop.WATCH), address
+            elif rip in self.breakpoints:
+                found = (step, Stop.BREAKPOINT)
+            before = now
+            if step % WATCH_POLL == 0 and interrupted():
+                return (hi + 1, Stop.INTERRUPT), first
+        return found, first
 
     def _scan(self, lo, hi, *, first, interrupted):
         """The steps in lo..hi where RIP is a breakpoint: a code hook at each
