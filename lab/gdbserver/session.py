@@ -52,6 +52,7 @@ class Session:
         self.g_thread = None          # Hg: whose registers g and p read (None: the CPU's)
         self._thread_list = []        # qfThreadInfo's answer, handed out by qsThreadInfo
         self._xml = target_xml().encode()
+        self._software, self._hardware = set(), set()     # Z0 and Z1 addresses: alike but for the stop reason
         self.done = False
 
     def serve(self):
@@ -84,7 +85,7 @@ class Session:
         head = p[0]
         if p.startswith("qSupported"):
             return (f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;ReverseStep+;ReverseContinue+;"
-                    "swbreak+;hwbreak+;QStartNoAckMode+;vContSupported+")
+                    "swbreak+;hwbreak+;QStartNoAckMode+")
         if p == "QStartNoAckMode":
             return "OK"
         if p == "vMustReplyEmpty":
@@ -184,8 +185,9 @@ class Session:
         kind, address, size = p[1:].split(",")[:3]
         address = int(address, 16)
         if kind in ("0", "1"):
-            points = self.target.breakpoints
+            points = self._hardware if kind == "1" else self._software
             points.add(address) if p[0] == "Z" else points.discard(address)
+            self.target.breakpoints = self._software | self._hardware
             return "OK"
         if kind == "2":
             watches = self.target.watchpoints
@@ -226,6 +228,8 @@ class Session:
         signal = SIGINT if stop is Stop.INTERRUPT else SIGTRAP
         reason = {Stop.BREAKPOINT: "swbreak:;", Stop.END: "replaylog:end;",
                   Stop.BEGIN: "replaylog:begin;"}.get(stop, "")
+        if stop is Stop.BREAKPOINT and self.target.rip() not in self._software:
+            reason = "hwbreak:;"
         if stop is Stop.WATCH:
             reason = f"watch:{self.target.watch_hit:x};"
         return f"T{signal:02x}{reason}thread:{tid:x};"
