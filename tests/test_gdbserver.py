@@ -407,8 +407,8 @@ def test_python_m_lab_gdbserver_serves_one_gdb_and_exits_0(recording, elf):
                               cwd=FIRMWARE_DIR.parent)
     try:
         line = server.stdout.readline()
-        port = int(re.fullmatch(r"listening on 127\.0\.0\.1:(\d+); connect with: "
-                                r"gdb firmware/kernel\.elf -ex 'target remote :(\d+)'\n", line).group(1))
+        port = int(re.fullmatch(rf"listening on 127\.0\.0\.1:(\d+); connect with: "
+                                rf"gdb {re.escape(str(elf))} -ex 'target remote :\1'\n", line).group(1))
         out = subprocess.run([GDB, "-nx", "-batch", "-ex", f"target remote :{port}", "-ex", "info threads",
                               "-ex", "detach", str(elf)], capture_output=True, text=True, timeout=60).stdout
         assert "swapper/0" in out

@@ -6,9 +6,12 @@
 gdb then shows the recorded kernel with its sources, as rr's replay server
 shows a recorded process: the tasks are threads (named in `info threads`),
 `stepi` and `continue` run the recording forward one retired instruction, or
-to a breakpoint, and `reverse-stepi` and `reverse-continue` run it back.  A
-step is the lab's clock: the trace's step N is the machine about to run
-instruction N.  The server only reads the recording: a write is refused.
+to a breakpoint or a `watch`ed change, and `reverse-stepi` and
+`reverse-continue` run it back.  A step is the lab's clock: the trace's step
+N is the machine about to run instruction N; `monitor when` tells it.  The
+server only reads the recording: a write is refused.  The image's line table
+names its sources relative to firmware/ (`./kgraft.c`), so gdb shows source
+lines when run there or given `-ex 'directory firmware'`.
 
 Parts: rsp (the protocol's framing), target (the trace as a debug target:
 threads, registers, memory, breakpoints, moving in time), session (the
@@ -49,8 +52,10 @@ def add_parser(subparsers):
         "gdb", help="serve a trace to gdb (target remote :PORT): threads, source, breakpoints, reverse execution",
         description="Serves FILE over gdb's remote protocol on 127.0.0.1.  Connect with "
                     "`gdb firmware/kernel.elf -ex 'target remote :PORT'`: stepi, continue, reverse-stepi and "
-                    "reverse-continue move through the recording one retired instruction or to a breakpoint; "
-                    "tasks are threads; `monitor when` tells the step.  Read-only.  Serves one gdb, then exits.")
+                    "reverse-continue move through the recording one retired instruction, or to a breakpoint "
+                    "or a watched change; tasks are threads; `monitor when` tells the step.  For source lines "
+                    "add -ex 'directory firmware' (the image names its sources relative to firmware/).  "
+                    "Read-only.  Serves one gdb, then exits.")
     p.add_argument("file", metavar="FILE", help="a trace recorded with `lab run --trace FILE`")
     p.add_argument("--port", type=_port, default=0, metavar="P",
                    help="TCP port on 127.0.0.1 (default 0: a free one, printed)")
@@ -95,15 +100,16 @@ def open_trace(path, image=None):
 class GdbServer:
     """A trace served on a listening socket, to one gdb at a time."""
 
-    def __init__(self, trace, port=0, host=HOST):
+    def __init__(self, trace, port=0, host=HOST, elf="firmware/kernel.elf"):
         self.trace = trace
+        self.elf = elf                 # as the connect line names it
         self.sock = listen(port, host)
         self.host, self.port = self.sock.getsockname()[:2]
 
     @property
     def connect_line(self):
         return (f"listening on {self.host}:{self.port}; connect with: "
-                f"gdb firmware/kernel.elf -ex 'target remote :{self.port}'")
+                f"gdb {self.elf} -ex 'target remote :{self.port}'")
 
     def serve_one(self):
         """Accept one gdb and answer it until it detaches, kills or goes."""
@@ -127,7 +133,7 @@ def main(args):
     try:
         trace = open_trace(args.file, args.image)
         try:
-            server = GdbServer(trace, args.port)
+            server = GdbServer(trace, args.port, elf=args.image or "firmware/kernel.elf")
         except BaseException:
             trace.close()
             raise
