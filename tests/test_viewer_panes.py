@@ -173,6 +173,25 @@ def test_code_breakpoints_are_found_by_replay_forward_and_backward(trace, inspec
     assert address.kind == ADDRESS and inspector.state(inspector.searcher.next_stop([address], 0)[0]).rip == pad + 5
 
 
+def test_a_code_breakpoint_with_a_condition_stops_only_in_that_task(trace, inspector):
+    # every user task passes kgr_user_safe() at its system call exit; pipe-reader seldom
+    ix = inspector.index
+    entry = trace.image.function("kgr_user_safe").address
+    anyone = parse_breakpoint("kgr_user_safe", ix)
+    only = parse_breakpoint("kgr_user_safe in pipe-reader", ix)
+    assert (str(only), only.tid, only.address) == ("kgr_user_safe in pipe-reader", 3, entry)
+    first_any = inspector.searcher.next_stop([anyone], 0)[0]
+    at, hit = inspector.searcher.next_stop([only], first_any)
+    assert hit == [only] and inspector.state(at).rip == entry and inspector.state(at).current == 3
+    skipped = inspector.searcher.hits({entry}, first_any, at - 1)
+    assert skipped and all(inspector.state(h).current != 3 for h in skipped)
+    back, _ = inspector.searcher.next_stop([only], trace.end, backward=True)
+    assert back >= at and inspector.state(back).current == 3
+    assert inspector.searcher.next_stop([parse_breakpoint("capable in pipe-reader", ix)], 0) == (None, [])
+    with pytest.raises(Exception, match="only a condition"):
+        parse_breakpoint("capable sometimes", ix)
+
+
 # ---- the last write ----
 
 def test_the_last_write_to_a_tasks_universe_is_the_instruction_that_moved_it(trace, inspector):

@@ -44,17 +44,25 @@ class Write:
 def parse_breakpoint(text, index):
     """A Breakpoint from what a person types: `capable`, `0x1001e5`, `*0x1001e5`,
     `migrated pipe-reader`, `signal`, `patch`, `complete`, `console TEXT`,
-    `universe pipe-reader` (until that task changes universe)."""
+    `universe pipe-reader` (until that task changes universe); a function or an
+    address may carry a condition, `capable in cap-user` (only when that task runs it)."""
     words = text.split()
     if not words:
         raise ViewerError("a breakpoint needs a function, an address, an event or `universe TASK`")
     head, rest = words[0], " ".join(words[1:])
+    tid = None
+    if len(words) >= 3 and words[1] == "in" and head not in EVENT_KINDS + ("universe",):
+        tid = task_id(index, " ".join(words[2:]))      # a condition: only when that task runs it
+        if tid == IRQ:
+            raise ViewerError("a code breakpoint's condition names a task: capable in cap-user")
+        rest = ""
+    cond = f" in {index.task_name(tid)}" if tid is not None else ""
     if head.lstrip("*").lower().startswith("0x"):
         try:
             address = int(head.lstrip("*"), 16)
         except ValueError:
             raise ViewerError(f"{head!r} is not an address: give it in hex, 0x1001e5") from None
-        return Breakpoint(ADDRESS, f"*{address:#x}", address=address)
+        return Breakpoint(ADDRESS, f"*{address:#x}{cond}", address=address, tid=tid)
     if head == "universe":
         if not rest:
             raise ViewerError("`universe` needs a task: universe pipe-reader")
@@ -69,7 +77,9 @@ def parse_breakpoint(text, index):
         return Breakpoint(EVENT, f"{head} {index.task_name(tid)}" if rest else head, event=head, tid=tid)
     if head in ("break", "b", "func", "function") and rest:
         return parse_breakpoint(rest, index)
-    return Breakpoint(FUNCTION, head, address=index.function_address(head))
+    if rest:
+        raise ViewerError(f"{text.strip()!r}: a function or an address takes only a condition, `{head} in TASK`")
+    return Breakpoint(FUNCTION, f"{head}{cond}", address=index.function_address(head), tid=tid)
 
 
 def task_id(index, text):
@@ -181,9 +191,9 @@ class Searcher:
         and the breakpoints that stop there; (None, []) if none does."""
         ix = self.index
         candidates = []
-        code = {bp.address for bp in breakpoints if bp.kind in (FUNCTION, ADDRESS)}
+        code = [bp for bp in breakpoints if bp.kind in (FUNCTION, ADDRESS)]
         if code:
-            at = self.previous_hit(code, step) if backward else self.next_hit(code, step)
+            at = self._code_stop(code, step, backward)
             if at is not None:
                 candidates.append(at)
         for bp in breakpoints:
@@ -204,10 +214,27 @@ class Searcher:
         """Whether bp stops at step (to say which breakpoints a continue reached)."""
         ix = self.index
         if bp.kind in (FUNCTION, ADDRESS):
-            return step in self.hits({bp.address}, step, step)
+            return step in self.hits({bp.address}, step, step) and self._condition_holds(bp, step)
         if bp.kind == EVENT:
             return any(e.at == step and event_matches(bp, e, ix) for _i, e in ix.near(step, 0, 0))
         return step in (self._universe_change(bp.tid, step - 1, False),)
+
+    def _code_stop(self, bps, step, backward):
+        """The nearest hit of the code breakpoints bps whose condition holds there."""
+        addresses = {bp.address for bp in bps}
+        here = step
+        while True:
+            at = self.previous_hit(addresses, here) if backward else self.next_hit(addresses, here)
+            if at is None or any(self._condition_holds(bp, at) for bp in bps):
+                return at
+            here = at
+
+    def _condition_holds(self, bp, step):
+        """Whether the instruction at step is bp's and runs in bp's task (if it names one)."""
+        rp = settle(self.replayer.seek(step))
+        if rp.regs()["rip"] != bp.address:
+            return False
+        return bp.tid is None or (rp.current == bp.tid and not rp.in_irq)
 
     def _universe_change(self, tid, step, backward):
         """The nearest step after (before) `step` at which task tid's universe byte first holds

@@ -48,8 +48,8 @@ KEY_HELP = (
     ("] / [", "next / previous event"),
     ("s / S", "next / previous safe point (a task changing universe) or signal"),
     ("c", "continue to the next call of a function: stops at its pad (the CALL, then the trampoline)"),
-    ("b", "set a breakpoint: capable, 0x1001e5, migrated TASK, signal, patch, complete, console TEXT, "
-          "universe TASK (until TASK changes universe)"),
+    ("b", "set a breakpoint: capable, 0x1001e5, capable in TASK (only when TASK runs it), migrated TASK, "
+          "signal, patch, complete, console TEXT, universe TASK (until TASK changes universe)"),
     ("B", "clear the breakpoints"),
     ("> / <", "continue / reverse-continue to the nearest breakpoint"),
     ("w", "watch memory: a variable (kgr_target_universe), 0xADDRESS or TASK.FIELD (pipe-reader.kgr_universe)"),
@@ -159,7 +159,7 @@ class HelpScreen(ModalScreen):
 _PROMPTS = {
     "goto": "step to go to: 1234567, 5e6, 50%, +1000 or -1000, Enter",
     "call": "function to find the next call of (e.g. capable), Enter",
-    "break": "break at: capable, 0x1001e5, migrated TASK, signal, patch, complete, universe TASK; Enter",
+    "break": "break at: capable, 0x1001e5, capable in TASK, migrated TASK, signal, patch, complete, universe TASK; Enter",
     "watch": "watch: kgr_target_universe, 0xADDRESS or TASK.FIELD (pipe-reader.kgr_universe), Enter",
     "search": "search the events for (text), Enter",
     "mark": "bookmark this step as: a letter",
