@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import functools
+import mmap
 import struct
 
 from unicorn import (
@@ -194,7 +195,11 @@ class Machine:
         self._uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
         uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         size = RAM_END - RAM_BASE
-        self._ram = (ctypes.c_ubyte * size)()
+        # RAM from an anonymous mapping, not a ctypes array (which is zeroed
+        # by writing every page): a page the guest never writes stays the
+        # kernel's shared zero page, so RAM costs what the guest uses, and
+        # comparing RAM (trace keyframes, snapshots) reads mostly one cached page
+        self._ram = (ctypes.c_ubyte * size).from_buffer(mmap.mmap(-1, size))
         uc.mem_map_ptr(RAM_BASE, size, UC_PROT_ALL, ctypes.addressof(self._ram))
         self.ram = memoryview(self._ram).cast("B")
         base = ctypes.cast(uc._uch, ctypes.c_void_p).value

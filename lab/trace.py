@@ -86,8 +86,10 @@ import hashlib
 import io
 import json
 import math
+import mmap
 import os
 import pathlib
+import re
 import struct
 import tempfile
 import zipfile
@@ -152,17 +154,27 @@ def _address(buf):
         del view                    # no export left behind: the buffer can still be released
 
 
-def _changed_pages(ram, prev, n=None):
+def _zeroed(size):
+    """size zero bytes (a ctypes array) whose pages stay the kernel's shared
+    zero page until written: reading them costs one cached page, not size."""
+    return (ctypes.c_ubyte * size).from_buffer(mmap.mmap(-1, size))
+
+
+def _changed_pages(ram, prev, n=None, runs=None):
     """The indices of the PAGE-sized pages where ram and prev differ,
     ascending: memcmp over large blocks first, then over the pages of the
     blocks that differ (most of RAM is the same from one keyframe to the
     next).  The same pages in the same order as comparing page by page.
-    ram and prev: bytes, ctypes arrays or addresses (then n is the length)."""
+    ram and prev: bytes, ctypes arrays or addresses (then n is the length);
+    runs: [(first page, end page)], ascending, to compare only those."""
     memcmp = _memcmp()
     a = ram if isinstance(ram, int) else _address(ram)
     b = prev if isinstance(prev, int) else _address(prev)
     n = len(ram) if n is None else n
-    todo = [(lo, min(lo + (1 << 18), n)) for lo in range(0, n, 1 << 18)]
+    todo = []
+    for first, end in runs if runs is not None else [(0, -(-n // PAGE))]:
+        lo, hi = first * PAGE, min(end * PAGE, n)
+        todo += [(x, min(x + (1 << 18), hi)) for x in range(lo, hi, 1 << 18)]
     for step in (1 << 14, PAGE):
         found = []
         for lo, hi in todo:
@@ -170,6 +182,49 @@ def _changed_pages(ram, prev, n=None):
                 found += [(p, min(p + step, hi)) for p in range(lo, hi, step)]
         todo = found
     return [lo // PAGE for lo, hi in todo if memcmp(a + lo, b + lo, hi - lo)]
+
+
+_TOUCHED = bytes(1 if flags & 0xC0 else 0 for flags in range(256))   # pagemap bits 63 (present), 62 (swapped)
+
+
+class _TouchedPages:
+    """Which pages of the machine's RAM the host has ever backed, from
+    /proc/self/pagemap (present or swapped).  The machine maps RAM
+    anonymously (lab/machine.py), so a page the guest never touched reads as
+    zeros without being read: a keyframe compares only the touched pages, and
+    so never touches the others itself.  Where pagemap cannot be read, or
+    does not say present for a page known to hold data, every page counts."""
+
+    def __init__(self, address, size, known=None):
+        self._n = size // PAGE
+        self._at = address // PAGE * 8
+        self._fd = None
+        if address % PAGE or size % PAGE or mmap.PAGESIZE != PAGE:
+            return
+        try:
+            self._fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        except OSError:
+            return
+        if known is not None and not self.read()[1][known]:
+            self.close()
+
+    def read(self):
+        """(runs, flags): [(first page, end page)] of the touched pages,
+        ascending, and one byte a page, 1 where touched."""
+        if self._fd is not None:
+            try:
+                data = os.pread(self._fd, self._n * 8, self._at)
+            except OSError:
+                data = b""
+            if len(data) == self._n * 8:
+                flags = data[7::8].translate(_TOUCHED)
+                return [m.span() for m in re.finditer(b"\x01+", flags)], flags
+        return [(0, self._n)], b"\x01" * self._n
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class TraceError(LabError):
@@ -319,8 +374,10 @@ class Recorder:
         # RAM as the last keyframe left it, kept up to date page by page (no
         # copy of all of RAM per keyframe), and all-zero RAM, what a full
         # keyframe is taken against
-        self._prev_ram = (ctypes.c_ubyte * (RAM_END - RAM_BASE))()
-        self._zero_ram = (ctypes.c_ubyte * (RAM_END - RAM_BASE))()
+        self._prev_ram = _zeroed(RAM_END - RAM_BASE)
+        self._zero_ram = _zeroed(RAM_END - RAM_BASE)
+        self._prev_pages = set()   # the pages of _prev_ram ever written
+        self._touched = None       # _TouchedPages of the machine's RAM, made at the first keyframe
         self._seen = None          # (lab writes, protections) at the last keyframe
         self._modules = {}         # id(module) -> its header record, in load order
         system.observer = Observer(system)
@@ -353,10 +410,23 @@ class Recorder:
         here, there, size = _address(ram), ctypes.addressof(prev), len(prev)
         index = len(self.keyframes)
         full = index % _FULL_EVERY == 0
-        changed = _changed_pages(here, there, size)
+        if self._touched is None:
+            # the image's first page was written when it was loaded: the
+            # pagemap must say so, or it is not to be believed
+            segments = [seg for seg in sysm.image.segments if seg.data and RAM_BASE <= seg.address < RAM_END]
+            known = (segments[0].address - RAM_BASE) // PAGE if segments else None
+            self._touched = _TouchedPages(here, size, known)
+        # pages the host never backed are zero: compare only the others, and
+        # the ones an earlier keyframe saw written that are no longer backed
+        runs, touched = self._touched.read()
+        zero = ctypes.addressof(self._zero_ram)
+        changed = _changed_pages(here, there, size, runs)
+        gone = sorted(p for p in self._prev_pages if not touched[p] and _changed_pages(there + p * PAGE, zero, PAGE))
+        if gone:
+            changed = sorted(set(changed) | set(gone))
         # a full keyframe holds every page that is not zero (a seek starts
         # from zeros there), a delta every page changed since the one before
-        pages = _changed_pages(here, ctypes.addressof(self._zero_ram), size) if full else changed
+        pages = _changed_pages(here, zero, size, runs) if full else changed
         out = bytearray()
         for page in pages:
             a = page * PAGE
@@ -365,6 +435,7 @@ class Recorder:
         data = zlib.compress(out, 1)
         for page in changed:
             ctypes.memmove(there + page * PAGE, here + page * PAGE, PAGE)
+        self._prev_pages.update(changed)
         offset = self._blobs.tell()
         self._blobs.write(data)
         lab = m.lab_writes > 0 if self._seen is None else seen != self._seen

@@ -3,6 +3,7 @@ refused, naming the file, when they come from another image or schema or are dam
 from __future__ import annotations
 
 import json
+import pathlib
 import random
 import zipfile
 import zlib
@@ -267,3 +268,17 @@ def test_a_seek_replays_at_most_the_distance_to_its_keyframe_wherever_the_step_i
             assert trace.replayed - replayed <= every + 20_000     # to the step, and a tick delivered there
     finally:
         rp.close()
+
+
+def test_keyframes_from_the_touched_pages_are_the_keyframes_of_comparing_all_of_ram(tmp_path, monkeypatch):
+    """A keyframe compares only the RAM pages the host has backed
+    (/proc/self/pagemap); where that cannot be read every page is compared,
+    and the trace must be the same bytes either way."""
+    import lab.trace as lab_trace
+    first = record(tmp_path / "touched.trace")
+    assert first.recorder._touched._fd is not None or not pathlib.Path("/proc/self/pagemap").exists()
+    monkeypatch.setattr(lab_trace._TouchedPages, "read",
+                        lambda self: ([(0, self._n)], b"\x01" * self._n))
+    record(tmp_path / "all.trace")
+    with zipfile.ZipFile(tmp_path / "touched.trace") as a, zipfile.ZipFile(tmp_path / "all.trace") as b:
+        assert a.read("keyframes.bin") == b.read("keyframes.bin")
