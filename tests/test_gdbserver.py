@@ -194,6 +194,28 @@ def test_bt_names_the_source_functions_of_the_running_and_a_sleeping_task(server
 
 
 @needs_gdb
+def test_stepi_in_a_switched_out_task_runs_until_that_task_has_run_one_instruction(server, trace):
+    """gdb's `vCont;s:TID;c`: the task steps, the others run on.  kfreezerd
+    (thread 5) sleeps; its saved frame says where it resumes."""
+    out = gdb(server, "break kgr_user_safe", "continue", "delete", "monitor when", "thread 5",
+              "info registers rip rsp", "stepi", "monitor when", "info registers rip rsp", "info threads")
+    before, after = steps(out)
+    (rip, rsp), (rip_after, _) = [(int(a, 16), int(b, 16)) for a, b in
+                                  re.findall(r"^rip +(0x[0-9a-f]+).*\nrsp +(0x[0-9a-f]+)", out, re.M)]
+    rp = trace.replayer()
+    try:
+        rp.seek(before + 1)
+        while (rp.regs()["rip"], rp.regs()["rsp"]) != (rip, rsp):   # until kfreezerd is back on the CPU
+            rp.seek(rp.clock + 1)
+        resumed = rp.clock
+        rp.seek(resumed + 1)
+        assert after == resumed + 1 and rip_after == rp.regs()["rip"]
+    finally:
+        rp.close()
+    assert re.search(r"^\* 5 +Thread 5 \(kfreezerd, tid 4", out, re.M)
+
+
+@needs_gdb
 def test_continue_and_reverse_continue_stop_at_the_same_breakpoint_across_a_keyframe(server, trace):
     out = gdb(server, "break kgr_patch_kernel", "continue", "monitor when", "printf \"pc %#lx\\n\", $pc",
               "break kgr_user_safe", "continue", "monitor when",

@@ -50,6 +50,7 @@ class Session:
         self.conn = Connection(sock)
         self.target = target
         self.g_thread = None          # Hg: whose registers g and p read (None: the CPU's)
+        self.c_thread = None          # Hc: whom `s` steps (None: the CPU's)
         self._thread_list = []        # qfThreadInfo's answer, handed out by qsThreadInfo
         self._xml = target_xml().encode()
         self._software, self._hardware = set(), set()     # Z0 and Z1 addresses: alike but for the stop reason
@@ -156,12 +157,17 @@ class Session:
     def _g_tid(self):
         return self.target.cpu_tid() if self.g_thread is None else self.g_thread
 
+    def _c_tid(self):
+        return self.target.cpu_tid() if self.c_thread is None else self.c_thread
+
     def _set_thread(self, op, text):
+        tid = self._tid(text)
+        self.target.thread(tid)
+        tid = None if text in ("0", "-1") else tid
         if op == "g":
-            tid = self._tid(text)
-            self.target.thread(tid)
-            self.g_thread = None if text in ("0", "-1") else tid
-        # Hc: time is one for all tasks; a step or continue moves the whole machine
+            self.g_thread = tid
+        elif op == "c":
+            self.c_thread = tid       # whom `s` steps; `c` and the reverse packets move all of time
         return "OK"
 
     def _thread_info(self):
@@ -209,18 +215,26 @@ class Session:
 
     # ---- moving in time ----
     def _vcont(self, actions):
-        action = actions.split(";")[0].split(":")[0]
-        if action in ("c", "s") or action[:1] in ("C", "S"):
-            return self._resume("c" if action[0] in "cC" else "s")
-        return ""
+        """The first action rules: `s:TID` steps that task (the others run
+        on, as `;c` after it asks), `c` continues; time has one thread."""
+        action, _, thread = actions.split(";")[0].partition(":")
+        if action[:1] not in ("c", "s", "C", "S"):
+            return ""
+        if action[0] in "cC":
+            return self._resume("c")
+        return self._resume("s", self._tid(thread) if thread else None)
 
-    def _resume(self, how):
+    def _resume(self, how, tid=None):
         t = self.target
         self.conn.interrupted = False
         poll = self.conn.poll_interrupt
-        stop = {"s": t.step_forward, "bs": t.step_backward}.get(how)
-        stop = stop() if stop else (t.continue_forward(poll) if how == "c" else t.continue_backward(poll))
-        self.g_thread = None
+        if how == "s":
+            stop = t.step_thread(tid if tid is not None else self._c_tid(), poll)
+        elif how == "bs":
+            stop = t.step_backward()
+        else:
+            stop = t.continue_forward(poll) if how == "c" else t.continue_backward(poll)
+        self.g_thread = self.c_thread = None
         return self._stop_reply(stop)
 
     def _stop_reply(self, stop):

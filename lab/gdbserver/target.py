@@ -215,6 +215,38 @@ class TraceTarget:
         self._seek(self.step - 1)
         return Stop.STEP
 
+    def step_thread(self, tid, interrupted=lambda: False):
+        """One instruction of task tid, as gdb's `vCont;s:TID;c` asks: the
+        task steps, the others run on.  A switched-out task runs its next
+        instruction once the replay resumes it, in the state its saved
+        frame shows (registers()): the step after that is where it stops,
+        unless a breakpoint or a watched change comes first."""
+        if tid == self.cpu_tid():
+            return self.step_forward()
+        self.thread(tid)
+        regs = self.registers(tid)
+        resume = (regs["rip"], regs["rsp"])
+        if self.step >= self.trace.end:
+            return Stop.END
+        if self.watchpoints or None in resume:
+            return self._watch_forward(interrupted, resume)
+        hits, resumed, stopped = self._scan(self.step + 1, self.trace.end, first=True, interrupted=interrupted,
+                                            resume=resume)
+        if not (hits or resumed):
+            return Stop.INTERRUPT if stopped else Stop.END
+        at = min(hits | resumed)
+        if at in hits:
+            self._seek(at)
+            return Stop.BREAKPOINT
+        return self._seek_or_end(at + 1)
+
+    def _seek_or_end(self, step):
+        if step > self.trace.end:
+            self._seek(self.trace.end)
+            return Stop.END
+        self._seek(step)
+        return Stop.STEP
+
     def continue_forward(self, interrupted=lambda: False):
         """On to the next step after this one whose RIP is a breakpoint, or
         where a watched range has just changed, or the end."""
@@ -223,7 +255,7 @@ class TraceTarget:
             return Stop.END
         if self.watchpoints:
             return self._watch_forward(interrupted)
-        hits, stopped = self._scan(start + 1, self.trace.end, first=True, interrupted=interrupted)
+        hits, _, stopped = self._scan(start + 1, self.trace.end, first=True, interrupted=interrupted)
         if hits:
             self._seek(min(hits))
             return Stop.BREAKPOINT
@@ -246,7 +278,7 @@ class TraceTarget:
                     self._seek(step)
                     return stop
             else:
-                hits, _ = self._scan(lo, hi, first=False, interrupted=lambda: False)
+                hits, _, _ = self._scan(lo, hi, first=False, interrupted=lambda: False)
                 if hits:
                     self._seek(max(hits))
                     return Stop.BREAKPOINT
@@ -267,9 +299,10 @@ class TraceTarget:
                 return address
         return None
 
-    def _watch_forward(self, interrupted):
+    def _watch_forward(self, interrupted, resume=None):
         """Step by step: a watched range that changed, like a watchpoint
-        that fires after the writing instruction retired."""
+        that fires after the writing instruction retired; a breakpoint; the
+        step after the state `resume` (rip, rsp) (step_thread)."""
         before, end = self._watched(), self.trace.end
         while self.step < end:
             self._seek(self.step + 1)
@@ -278,8 +311,11 @@ class TraceTarget:
             if address is not None:
                 self.watch_hit = address
                 return Stop.WATCH
-            if self.rip() in self.breakpoints:
+            rip = self.rip()
+            if rip in self.breakpoints:
                 return Stop.BREAKPOINT
+            if resume is not None and (rip, self._machine.reg("rsp")) == resume:
+                return self._seek_or_end(self.step + 1)
             before = now
             if self.step % WATCH_POLL == 0 and interrupted():
                 return Stop.INTERRUPT
@@ -311,34 +347,44 @@ class TraceTarget:
                 return (hi + 1, Stop.INTERRUPT), first
         return found, first
 
-    def _scan(self, lo, hi, *, first, interrupted):
-        """The steps in lo..hi where RIP is a breakpoint: a code hook at each
-        breakpoint notes the steps the replay runs it at, and every place a
-        pass ends is looked at directly.  A pass never crosses a keyframe by
-        more than one step: seeking onto a keyframe restores it rather than
-        running into it, so the step before is looked at directly.
-        (hits, interrupted); with first, it stops at the first pass with a hit."""
+    def _scan(self, lo, hi, *, first, interrupted, resume=None):
+        """The steps in lo..hi where RIP is a breakpoint, and those where
+        the state is `resume` (rip, rsp): a code hook at each address notes
+        the steps the replay runs it at, and every place a pass ends is
+        looked at directly.  A pass never crosses a keyframe by more than one
+        step: seeking onto a keyframe restores it rather than running into
+        it, so the step before is looked at directly.  (breakpoint steps,
+        resume steps, interrupted); with first, it stops at the first pass
+        with either."""
         m, t = self._machine, self.trace
         points = {a for a in self.breakpoints if RAM_BASE <= a < RAM_END}
-        hits = set()
+        hits, resumed = set(), set()
         if hi < lo:
-            return hits, False
+            return hits, resumed, False
+        back_at, back_sp = resume or (None, None)
 
-        def seen(_address):
+        def look(now, address, rsp):
+            if address in points:
+                hits.add(now)
+            if address == back_at and rsp() == back_sp:
+                resumed.add(now)
+
+        def seen(address):
             now = m.clock
             if lo <= now <= hi:
-                hits.add(now)
-        handles = [m.add_code_hook(a, seen) for a in sorted(points)]
+                look(now, address, lambda: m.reg("rsp"))
+
+        watched = points | ({back_at} if resume else set())
+        handles = [m.add_code_hook(a, seen) for a in sorted(watched) if RAM_BASE <= a < RAM_END]
         try:
             at = lo
             self._seek(at)
             while True:
-                if self.rip() in points:
-                    hits.add(at)
-                if at >= hi or (first and hits):
-                    return hits, False
+                look(at, self.rip(), lambda: m.reg("rsp"))
+                if at >= hi or (first and (hits or resumed)):
+                    return hits, resumed, False
                 if interrupted():
-                    return hits, True
+                    return hits, resumed, True
                 following = t.keyframe_for(at).index + 1
                 target = min(at + SCAN_CHUNK, hi)
                 if following < len(t.keyframes):
