@@ -1,10 +1,12 @@
 """target - a recorded trace as a debug target: the step it stands at, tasks as threads, registers, memory, breakpoints.
 
 Time is the trace's step (instructions retired since power-on), one CPU for
-every task: stepping moves the whole machine by one retired instruction,
-whichever task runs it, as rr's replay moves its one recorded timeline.
-Breakpoints are kept here and found by watching the replay, never written
-into guest memory, so a replay stays the verified replay of the recording.
+every task: stepping moves the whole machine by one retired instruction, as
+rr's replay moves its one recorded timeline; stepping a switched-out task
+runs the machine until that task has run one instruction.  Breakpoints are
+kept here and found by watching the replay (code hooks at their addresses),
+never written into guest memory, so a replay stays the verified replay of
+the recording; watchpoints look at every step.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class Stop(enum.Enum):
 
 
 class TargetError(LabError):
-    """What the recorded target cannot do (a thread it does not have, a write)."""
+    """What the recorded target cannot do: a thread it does not have at this step."""
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,8 @@ class TraceTarget:
             saved = dict(zip(_SAVED_ORDER, _SAVED.unpack(m.read(sp, _SAVED.size))))
         except LabError:
             return regs
-        for name, value in saved.items():
-            regs["eflags" if name == "rflags" else name] = value & (0xFFFFFFFF if name == "rflags" else ~0)
+        regs.update(saved)
+        regs["eflags"] = regs.pop("rflags") & 0xFFFFFFFF
         regs["rsp"] = sp + _SAVED.size
         return regs
 
@@ -226,9 +228,11 @@ class TraceTarget:
         self.thread(tid)
         regs = self.registers(tid)
         resume = (regs["rip"], regs["rsp"])
+        if None in resume:           # no saved frame to resume from: the machine steps
+            return self.step_forward()
         if self.step >= self.trace.end:
             return Stop.END
-        if self.watchpoints or None in resume:
+        if self.watchpoints:
             return self._watch_forward(interrupted, resume)
         hits, resumed, stopped = self._scan(self.step + 1, self.trace.end, first=True, interrupted=interrupted,
                                             resume=resume)
