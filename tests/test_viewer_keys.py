@@ -162,6 +162,18 @@ def test_a_click_on_a_task_lane_goes_to_that_moment(trace, inspector):
     drive(inspector, trace.end, script)
 
 
+def test_escape_closes_a_prompt_and_the_keys_are_the_steppers_again(trace, inspector):
+    async def script(pilot, app):
+        step = app.step
+        await press(pilot, "g", "1")
+        assert app.query_one("#prompt").has_class("shown")
+        await press(pilot, "escape")
+        assert not app.query_one("#prompt").has_class("shown") and app.step == step
+        await press(pilot, "n")
+        assert app.step == step + 1
+    drive(inspector, 400_000, script)
+
+
 def test_q_quits(trace, inspector):
     async def script(pilot, app):
         await pilot.press("q")
@@ -204,7 +216,7 @@ def test_the_panes_fill_a_wide_terminal_two_by_two_and_stack_in_a_narrow_one(tra
     async def wide(pilot, app):
         code, regs = app.query_one("#code").region, app.query_one("#registers").region
         assert code.y == regs.y and regs.x >= code.right
-        assert app.query_one("#tasks").region.bottom <= 50 - 2
+        assert app.query_one("#tasks").region.bottom <= 40 - 2      # code, registers and every task on the first screen
     drive(inspector, trace.start, wide, (120, 40))
 
     async def narrow(pilot, app):

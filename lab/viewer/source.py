@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import bisect
-import pathlib
 from dataclasses import dataclass
 
 from ..image import FIRMWARE_DIR
