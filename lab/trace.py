@@ -489,8 +489,15 @@ class Recorder:
         """Write the trace atomically (temporary file, then rename)."""
         self.keyframe()
         s = self.system
+        # one line at a time into one buffer: a list of every line first
+        # would double the memory a long run's save takes
+        events = bytearray()
+        for e in s.events:
+            if events:
+                events += b"\n"
+            events += json.dumps(e.to_dict(), separators=(",", ":")).encode()
         members = {
-            "events.jsonl": "\n".join(json.dumps(e.to_dict(), separators=(",", ":")) for e in s.events).encode(),
+            "events.jsonl": events,
             "actions.json": json.dumps(s.kernel.action_log).encode(),
             "answers.json": json.dumps(s.machine.answer_log).encode(),
             "keyframes.bin": self._blobs.getvalue(),
