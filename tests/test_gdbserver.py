@@ -152,11 +152,14 @@ def test_info_threads_names_every_task_with_its_universe(server, trace):
         tasks = rp.tasks()
     finally:
         rp.close()
+    shown = 0
     for t in tasks:
         if t["state"] in ("running", "sleeping"):
-            assert re.search(rf"Thread {t['tid'] + 1} \({re.escape(t['name'])}, tid {t['tid']}, \w+, "
-                             rf"{t['state']}, universe {t['universe']}\)", out), (t, out)
-    assert "* " + str(rp.kernel.current + 1) in out or re.search(r"^\* \d+ +Thread \d+ \(cap-user", out, re.M)
+            mark = r"\*" if t["current"] else " "
+            assert re.search(rf"^{mark} +{t['tid'] + 1} +Thread {t['tid'] + 1} \({re.escape(t['name'])}, "
+                             rf"tid {t['tid']}, \w+, {t['state']}, universe {t['universe']}\)", out, re.M), (t, out)
+            shown += 1
+    assert shown >= 7 and {"cap-user", "pipe-reader", "kfreezerd"} <= {t["name"] for t in tasks}
 
 
 @needs_gdb
@@ -312,6 +315,26 @@ def test_qsupported_offers_reverse_execution_and_unknown_packets_get_the_empty_r
     replies = _exchange(trace, "qSupported:multiprocess+;swbreak+", "vMustReplyEmpty", "qNoSuchThing", "!")
     assert "ReverseStep+" in replies[0].split(";") and "ReverseContinue+" in replies[0].split(";")
     assert replies[1:4] == ["", "", ""]
+
+
+def test_threads_and_registers_in_the_protocol(trace):
+    """qfThreadInfo lists thread 1 (tid 0) at power-on; g is gdb's amd64
+    layout (17 64-bit registers, eflags, six segments, eight 80-bit x87
+    registers, eight x87 control registers), the unknown ones as x; Hg to a
+    task that does not exist is an error."""
+    replies = _exchange(trace, "qfThreadInfo", "qsThreadInfo", "qC", "T1", "T63", "Hg63", "g", "p10", "p11", "p0",
+                        "m7ffffe,8", "m1000,4", "M100000,1:00", "P0=0000000000000000")
+    assert replies[:5] == ["m1", "l", "QC1", "OK", replies[4]] and replies[4].startswith("E.no task 98")
+    assert replies[5].startswith("E.")
+    g = replies[6]
+    assert len(g) == 2 * (17 * 8 + 4 + 6 * 4 + 8 * 10 + 8 * 4)
+    rip = int.from_bytes(bytes.fromhex(g[16 * 16:17 * 16]), "little")
+    assert rip == trace.keyframes[0].regs["rip"] and replies[7] == g[16 * 16:17 * 16]
+    assert replies[8] == g[17 * 16:17 * 16 + 8] and g[17 * 16 + 8:17 * 16 + 16] == "xxxxxxxx"
+    assert replies[9] == g[:16]
+    assert replies[10] == bytes(trace.ram_at(trace.keyframes[0])[-2:]).hex()      # cut at the end of RAM
+    assert replies[11] == "E14"
+    assert replies[12] == replies[13] == "E.the trace is a recording; its memory and registers cannot be changed"
 
 
 def test_ctrl_c_stops_a_continue_before_the_end(trace):

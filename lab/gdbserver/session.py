@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import LabError
 from .rsp import Connection, escape_binary
-from .target import REGISTERS, Stop, TargetError
+from .target import REGISTERS, Stop
 
 PACKET_SIZE = 0x4000
 READ_ONLY = "E.the trace is a recording; its memory and registers cannot be changed"
@@ -43,6 +43,12 @@ def _hex_text(text):
     return text.encode().hex()
 
 
+def _error(text):
+    """An `E.text` reply: one line, none of the bytes that frame a packet."""
+    line = " ".join(text.split())
+    return "E." + "".join(c if c not in "#$}*" and ord(c) < 128 else "?" for c in line)
+
+
 class Session:
     """Answers one gdb's packets from a TraceTarget until gdb detaches, kills or goes."""
 
@@ -73,12 +79,10 @@ class Session:
         """The reply to one packet (None: none is sent)."""
         try:
             return self._dispatch(packet)
-        except TargetError as exc:
-            return f"E.{exc}"
         except LabError as exc:
-            return f"E.{' '.join(str(exc).split())}"
+            return _error(str(exc))
         except (ValueError, IndexError, KeyError):
-            return "E.a packet this server cannot parse"
+            return _error("a packet this server cannot parse")
 
     def _dispatch(self, p):
         if not p:
