@@ -237,6 +237,7 @@ class Machine:
         # read per use would double the register calls between slices.  None
         # when unknown (during a slice, after set_regs() or a restore).
         self._cpu = None
+        self._syscall_rax = None    # rax while a SYSCALL hook's watch runs (_on_syscall)
         self._bind_registers(_RegisterIO(uc))
 
     # The hot paths' register functions, made by _bind_registers: attribute ->
@@ -248,6 +249,7 @@ class Machine:
         "_read_cpu_state": ("r", ("RIP", "RSP", "EFLAGS")),            # cpu_state()
         "_write_interrupt": ("w", ("RSP", "EFLAGS", "RIP")),            # interrupt()
         "_read_syscall": ("r", ("RIP", "EFLAGS")),                      # _on_syscall()
+        "_read_syscall_rax": ("r", ("RIP", "EFLAGS", "RAX")),
         "_write_syscall": ("w", ("RCX", "R11", "EFLAGS", "RIP")),
         "_read_hypercall": ("r", ("RIP", "RDI", "RSI", "RDX")),         # _on_out()
         "_write_rax": ("w", ("RAX",)),
@@ -453,10 +455,12 @@ class Machine:
         return dict(zip(GPRS, self._read_gprs()))
 
     def reg(self, name):
+        if self._syscall_rax is not None and name == "rax":
+            return self._syscall_rax          # read by _on_syscall for its watch
         return self._read_reg[name]()[0]
 
     def set_regs(self, **values):
-        self._cpu = None
+        self._cpu = self._syscall_rax = None
         self._regio.writer([_UC_REG[k] for k in values])(*values.values())
         self._note_write()
 
@@ -517,9 +521,19 @@ class Machine:
         # SYSCALL as the CPU does it, which Unicorn does not: rcx = the next
         # instruction, r11 = rflags, IF masked (FMASK), rip = LSTAR.  Unicorn adds
         # the instruction's 2 bytes after this hook, hence entry - 2.
-        if self.syscall_watch is not None:
-            self.syscall_watch()
-        rip, rflags = self._read_syscall()
+        watch = self.syscall_watch
+        if watch is None:
+            rip, rflags = self._read_syscall()
+        else:
+            # a watch asks for the system call number: read rax with rip and
+            # rflags, and let reg("rax") answer from it while the watch runs
+            rip, rflags, self._syscall_rax = self._read_syscall_rax()
+            try:
+                watch()
+            finally:
+                if self._syscall_rax is None:        # the watch wrote registers (set_regs)
+                    rip, rflags = self._read_syscall()
+                self._syscall_rax = None
         # rcx, r11, rflags, rip (_bind_registers)
         self._write_syscall(rip + 2, rflags, rflags & ~X86_EFLAGS_IF, self.syscall_entry - 2)
 

@@ -390,8 +390,15 @@ class Recorder:
 
     def _after_slice(self):
         m = self.system.machine
-        if self._lab_changes() != self._seen or m.clock - self.keyframes[-1].at >= self.every:
+        seen = self._seen
+        if m.retired - self.keyframes[-1].at >= self.every:
             self.keyframe()
+        elif m.lab_writes != seen[0] or getattr(m, "read_only_ranges", ()) is not seen[1][0] \
+                or getattr(m, "guard_pages", ()) is not seen[1][1]:
+            # the protections are tuples the machine replaces when they change:
+            # the same object is the same protections (else compare them)
+            if self._lab_changes() != seen:
+                self.keyframe()
 
     def before_run(self):
         if self._lab_changes() != self._seen:

@@ -184,3 +184,21 @@ def test_guest_range_ok_agrees_with_checking_every_guard_range():
     for _ in range(2000):
         address, size = rng.randrange(RAM_BASE, machine_mod.RAM_END), rng.randrange(0, 0x4000)
         assert m.guest_range_ok(address, size) == slow(address, size)
+
+
+def test_a_syscall_watch_reads_the_number_in_rax_and_the_syscall_is_emulated_the_same():
+    def story(watch):
+        m = Machine()
+        m.syscall_entry = ENTRY
+        m.write_code(CODE, bytes.fromhex(mov_eax(57) + SYSCALL + mov_eax(0) + SYSCALL + SPIN))
+        m.write_code(ENTRY, bytes.fromhex("48ffc0" + "ffe1"))      # inc rax; jmp rcx (back after the syscall)
+        m.set_regs(**DISTINCT, rflags=0x2 | X86_EFLAGS_IF)
+        seen = []
+        if watch:
+            m.syscall_watch = lambda: seen.append((m.reg("rax"), m.reg("rbx"), m._read_reg["rax"]()[0]))
+        m.run(8, rip=CODE)
+        return seen, m.regs(), m.reg("rax")
+    seen, regs, rax = story(True)
+    assert [(a, c) for a, _b, c in seen] == [(57, 57), (0, 0)]
+    assert [b for _a, b, _c in seen] == [DISTINCT["rbx"]] * 2
+    assert (regs, rax) == story(False)[1:] and rax == regs["rax"] == 1
