@@ -40,13 +40,13 @@ import statistics
 import subprocess
 import tempfile
 
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
+
 import bare as bare_mod
 import lab
 from run import BenchmarkFailed, _observables, alternate, benchmark, fmt_count, speed_ratio
 
 SOURCE = pathlib.Path(__file__).resolve().parent / "ceiling_stop.c"
-UC_HOOK_CODE = 4
-UC_HOOK_BLOCK = 8
 
 
 class _SliceEnd(ctypes.Structure):
@@ -151,7 +151,7 @@ class _Ceiling:
 
     def __init__(self, image, quantum, plan, arrivals, lib, block_hook=False):
         self.bare = b = bare_mod.Bare(image, quantum=quantum)
-        data = _SliceEnd(0, 0, ctypes.cast(lib_stop(), ctypes.c_void_p).value)
+        data = _SliceEnd(0, 0, ctypes.cast(_uc_emu_stop(), ctypes.c_void_p).value)
         self.block = _SliceEnd(0, 0, 0)
         if block_hook:
             _hook(b.uc, UC_HOOK_BLOCK, lib.on_block, self.block, 1, 0)
@@ -178,7 +178,8 @@ class _Ceiling:
             self.bare.run(target - self.bare.clock)
 
 
-def lib_stop():
+def _uc_emu_stop():
+    """The engine's uc_emu_stop, for the compiled hook to call."""
     from unicorn.unicorn_py3.unicorn import uclib
     return uclib.uc_emu_stop
 
@@ -240,6 +241,9 @@ def ceiling(opts):
         f"bare (count) / ceiling per round: {', '.join(f'{x:.2f}' for x in bare_rounds)}",
         f"ceiling with a compiled block hook / ceiling per round: {', '.join(f'{x:.2f}' for x in block_rounds)}",
         f"lab / ceiling per round: {', '.join(f'{x:.2f}' for x in lab_rounds)}",
+        f"why: Unicorn's count is a hook on every instruction and costs bare {1 - bare_ceiling:.0%} of the "
+        f"engine's speed; the lab's own cost on top is lab/bare ({lab_ceiling / bare_ceiling:.2f} here); a count "
+        f"kept per block by a compiled block hook would cost about {1 - block_ceiling:.0%} (benchmarks/README.md)",
     ]
     summary = (f"lab/ceiling throughput: {lab_ceiling:.2f} (rounds {spread(lab_rounds)}; bare with count "
                f"{bare_ceiling:.2f} of the ceiling, rounds {spread(bare_rounds)}; a compiled block hook alone "
