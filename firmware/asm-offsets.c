@@ -4,6 +4,7 @@
  * the C headers stay their only definition.  Never called. */
 #include "kernel.h"
 #include "kgraft.h"
+#include "livepatch.h"
 
 
 #define DEFINE(sym, val) asm volatile("\n.globl " #sym "\n.set " #sym ", %c0" :: "i"(val))
@@ -73,6 +74,44 @@ notrace void __used asm_offsets(void)
 	OFFSET(KGR_FUN_abort_if_missing, kgr_patch_fun, abort_if_missing);
 	DEFINE(KGR_FUN_SIZE, sizeof(struct kgr_patch_fun));
 
+	OFFSET(KLP_PATCH_mod, klp_patch, mod);
+	OFFSET(KLP_PATCH_objs, klp_patch, objs);
+	OFFSET(KLP_PATCH_states, klp_patch, states);
+	OFFSET(KLP_PATCH_replace, klp_patch, replace);
+	OFFSET(KLP_PATCH_enabled, klp_patch, enabled);
+	OFFSET(KLP_PATCH_forced, klp_patch, forced);
+	OFFSET(KLP_OBJ_name, klp_object, name);
+	OFFSET(KLP_OBJ_funcs, klp_object, funcs);
+	OFFSET(KLP_OBJ_mod, klp_object, mod);
+	OFFSET(KLP_OBJ_patched, klp_object, patched);
+	DEFINE(KLP_OBJ_SIZE, sizeof(struct klp_object));
+	OFFSET(KLP_FUNC_old_name, klp_func, old_name);
+	OFFSET(KLP_FUNC_new_func, klp_func, new_func);
+	OFFSET(KLP_FUNC_old_sympos, klp_func, old_sympos);
+	OFFSET(KLP_FUNC_old_func, klp_func, old_func);
+	OFFSET(KLP_FUNC_nop, klp_func, nop);
+	DEFINE(KLP_FUNC_SIZE, sizeof(struct klp_func));
+	OFFSET(KLP_STATE_id, klp_state, id);
+	OFFSET(KLP_STATE_version, klp_state, version);
+	DEFINE(KLP_STATE_SIZE, sizeof(struct klp_state));
+	OFFSET(MODULE_state, module, state);
+	OFFSET(MODULE_name, module, name);
+	OFFSET(MODULE_refcnt, module, refcnt);
+	OFFSET(MODULE_klp, module, klp);
+	OFFSET(MODULE_klp_alive, module, klp_alive);
+	OFFSET(MODULE_init, module, init);
+	OFFSET(MODULE_exit, module, exit);
+	OFFSET(MODULE_kp, module, kp);
+	OFFSET(MODULE_num_kp, module, num_kp);
+	DEFINE(MAX_MODULES_NR, MAX_MODULES);
+	DEFINE(MODULE_SIZE, sizeof(struct module));
+	DEFINE(MODULE_NAME_SIZE, MODULE_NAME_LEN);
+	OFFSET(KPARAM_name, kernel_param, name);
+	OFFSET(KPARAM_arg, kernel_param, arg);
+	OFFSET(KPARAM_size, kernel_param, size);
+	OFFSET(KPARAM_is_signed, kernel_param, is_signed);
+	DEFINE(KPARAM_SIZE, sizeof(struct kernel_param));
+
 	DEFINE(HC_CONSOLE_NR, HC_CONSOLE);
 	DEFINE(HC_SWITCH_NR, HC_SWITCH);
 	DEFINE(HC_BOOTED_NR, HC_BOOTED);
@@ -85,6 +124,14 @@ notrace void __used asm_offsets(void)
 	DEFINE(HC_MODULE_DONE_NR, HC_MODULE_DONE);
 	DEFINE(HC_TASK_NEW_NR, HC_TASK_NEW);
 	DEFINE(HC_MODULE_START_NR, HC_MODULE_START);
+	DEFINE(HC_KLP_INIT_NR, HC_KLP_INIT);
+	DEFINE(HC_KLP_START_NR, HC_KLP_START);
+	DEFINE(HC_KLP_REVERSE_NR, HC_KLP_REVERSE);
+	DEFINE(HC_KLP_FORCE_NR, HC_KLP_FORCE);
+	DEFINE(HC_KLP_DONE_NR, HC_KLP_DONE);
+	DEFINE(HC_KLP_FREE_NR, HC_KLP_FREE);
+	DEFINE(HC_REQUEST_DONE_NR, HC_REQUEST_DONE);
+	DEFINE(HC_KLP_OBJECT_NR, HC_KLP_OBJECT);
 	DEFINE(HYPERCALL_PORT_NR, HYPERCALL_PORT);
 
 	DEFINE(KGR_SAFE_SYSCALL_EXIT_KIND, KGR_SAFE_SYSCALL_EXIT);

@@ -1,6 +1,7 @@
 /* fs.c - files: the console, pipes and a proc-like file system whose files
  * are produced by show functions through a small seq_file. */
 #include "kernel.h"
+#include "module.h"
 
 #define NR_FILES 64
 static struct file file_table[NR_FILES];
@@ -219,6 +220,15 @@ static int uptime_proc_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+/* /proc/meminfo (fs/proc/meminfo.c): the selftests' second patch target. */
+extern unsigned long kmalloc_bytes;
+int meminfo_proc_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "MemTotal:       %8lu kB\n", 8192UL);
+	seq_printf(m, "Slab:           %8lu kB\n", (kmalloc_bytes + 1023) / 1024);
+	return 0;
+}
+
 struct proc_entry {
 	const char *name;
 	int (*show)(struct seq_file *m, void *v);
@@ -228,24 +238,34 @@ static const struct proc_entry proc_entries[] = {
 	{ "/proc/cmdline", cmdline_proc_show },
 	{ "/proc/version", version_proc_show },
 	{ "/proc/uptime", uptime_proc_show },
+	{ "/proc/meminfo", meminfo_proc_show },
 };
 
+/* An open proc or sysfs file: the text show() produced at the first read,
+ * and where writes go (store: one value, as a sysfs attribute takes it). */
 struct proc_file {
 	struct seq_file seq;
-	const struct proc_entry *entry;
+	int (*show)(struct seq_file *m, void *data);
+	ssize_t (*store)(void *data, const char *buf);
+	void *data;
+	bool owned;
 	bool filled;
 	bool in_use;
 };
 static struct proc_file proc_files[8];
 
-static ssize_t seq_read(struct file *f, char *buf, size_t len)
+static ssize_t seq_copy_out(struct proc_file *pf, struct file *f, char *buf, size_t len, bool kernel)
 {
-	struct proc_file *pf = f->private_data;
 	size_t n;
+	int ret;
 
+	if (!pf->show)
+		return -EACCES;
 	if (!pf->filled) {
 		pf->seq.count = 0;
-		pf->entry->show(&pf->seq, NULL);
+		ret = pf->show(&pf->seq, pf->data);
+		if (ret < 0)
+			return ret;
 		pf->filled = true;
 	}
 	if (f->pos >= pf->seq.count)
@@ -253,37 +273,141 @@ static ssize_t seq_read(struct file *f, char *buf, size_t len)
 	n = pf->seq.count - f->pos;
 	if (n > len)
 		n = len;
-	if (copy_to_user(buf, pf->seq.buf + f->pos, n))
+	if (kernel)
+		memcpy(buf, pf->seq.buf + f->pos, n);
+	else if (copy_to_user(buf, pf->seq.buf + f->pos, n))
 		return -EFAULT;
 	f->pos += n;
 	return n;
 }
 
+static ssize_t seq_store_in(struct proc_file *pf, const char *buf, size_t len, bool kernel)
+{
+	char text[128];
+	size_t n = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
+	ssize_t ret;
+
+	if (!pf->store)
+		return -EACCES;
+	if (kernel)
+		memcpy(text, buf, n);
+	else if (copy_from_user(text, buf, n))
+		return -EFAULT;
+	text[n] = 0;
+	if (n && text[n - 1] == '\n')
+		text[n - 1] = 0;
+	ret = pf->store(pf->data, text);
+	return ret < 0 ? ret : (ssize_t)len;
+}
+
+static ssize_t seq_read(struct file *f, char *buf, size_t len)
+{
+	return seq_copy_out(f->private_data, f, buf, len, false);
+}
+
+static ssize_t seq_write(struct file *f, const char *buf, size_t len)
+{
+	return seq_store_in(f->private_data, buf, len, false);
+}
+
 static void seq_release(struct file *f)
 {
-	((struct proc_file *)f->private_data)->in_use = false;
+	struct proc_file *pf = f->private_data;
+
+	if (pf->owned)
+		kfree(pf->data);
+	pf->in_use = false;
 }
 
 static const struct file_operations proc_fops = {
-	.read = seq_read, .release = seq_release,
+	.read = seq_read, .write = seq_write, .release = seq_release,
 };
 
-struct file *proc_open(const char *path)
+struct file *seq_file_open(int (*show)(struct seq_file *m, void *data),
+			   ssize_t (*store)(void *data, const char *buf), void *data, bool owned)
 {
-	unsigned int i, j;
+	unsigned int j;
+
+	for (j = 0; j < ARRAY_SIZE(proc_files); j++)
+		if (!proc_files[j].in_use) {
+			struct proc_file *pf = &proc_files[j];
+			memset(pf, 0, sizeof(*pf));
+			pf->in_use = true;
+			pf->show = show;
+			pf->store = store;
+			pf->data = data;
+			pf->owned = owned;
+			return alloc_file(&proc_fops, pf);
+		}
+	return NULL;
+}
+
+static int proc_entry_show(struct seq_file *m, void *data)
+{
+	return ((const struct proc_entry *)data)->show(m, NULL);
+}
+
+/* /dev/kmsg: a line written there becomes a kernel log line, as the
+ * selftests' log() writes its "% modprobe ..." lines. */
+static ssize_t kmsg_store(void *data, const char *buf)
+{
+	printk(KERN_INFO "%s\n", buf);
+	return 0;
+}
+
+/* A file by path: the proc files, /dev/kmsg, then the live patching sysfs.  NULL if
+ * there is none (-ENOENT), an ERR_PTR if it may not be opened so. */
+struct file *module_sysfs_open(const char *path, int flags);
+
+struct file *proc_open(const char *path, int flags)
+{
+	struct file *f;
+	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(proc_entries); i++) {
 		if (strcmp(path, proc_entries[i].name))
 			continue;
-		for (j = 0; j < ARRAY_SIZE(proc_files); j++)
-			if (!proc_files[j].in_use) {
-				struct proc_file *pf = &proc_files[j];
-				memset(pf, 0, sizeof(*pf));
-				pf->in_use = true;
-				pf->entry = &proc_entries[i];
-				return alloc_file(&proc_fops, pf);
-			}
-		return NULL;
+		if ((flags & O_ACCMODE) != O_RDONLY)
+			return ERR_PTR(-EACCES);
+		return seq_file_open(proc_entry_show, NULL, (void *)&proc_entries[i], false);
 	}
-	return NULL;
+	if (!strcmp(path, "/proc/sys/kernel/ftrace_enabled"))
+		return ftrace_enabled_open();
+	if (!strcmp(path, "/dev/kmsg"))
+		return seq_file_open(NULL, kmsg_store, NULL, false);
+	f = module_sysfs_open(path, flags);
+	if (f)
+		return f;
+	return klp_sysfs_open(path, flags);
+}
+
+/* What `echo VALUE > PATH` and `cat PATH` do, from a kernel task (the
+ * lab's API reaches the files through these, as a shell would through
+ * open/write/read). */
+ssize_t kernel_file_write(const char *path, const char *buf, size_t len)
+{
+	struct file *f = proc_open(path, O_WRONLY);
+	ssize_t ret;
+
+	if (IS_ERR(f))
+		return PTR_ERR(f);
+	if (!f)
+		return -ENOENT;
+	ret = seq_store_in(f->private_data, buf, len, true);
+	fput(f);
+	return ret;
+}
+
+ssize_t kernel_file_read(const char *path, char *buf, size_t len)
+{
+	struct file *f = proc_open(path, O_RDONLY);
+	ssize_t ret;
+
+	if (IS_ERR(f))
+		return PTR_ERR(f);
+	if (!f)
+		return -ENOENT;
+	ret = seq_copy_out(f->private_data, f, buf, len, true);
+	fput(f);
+	return ret;
 }

@@ -86,7 +86,8 @@ static char *put_num(char *p, char *end, unsigned long v, int base, int width,
 	return p;
 }
 
-/* %s %c %d %i %u %x %p %% with l/ll, a width and 0 padding. */
+/* %s %c %d %i %u %x %p %% with l/ll/z, a width and 0 padding; %pGg
+ * prints a gfp_t by name, as Linux's vsprintf does. */
 int vsnprintf(char *buf, size_t size, const char *fmt, __builtin_va_list ap)
 {
 	char *p = buf, *end = buf + (size ? size - 1 : 0);
@@ -106,7 +107,7 @@ int vsnprintf(char *buf, size_t size, const char *fmt, __builtin_va_list ap)
 		}
 		while (*fmt >= '0' && *fmt <= '9')
 			width = width * 10 + (*fmt++ - '0');
-		while (*fmt == 'l') {
+		while (*fmt == 'l' || *fmt == 'z') {
 			lng++;
 			fmt++;
 		}
@@ -141,6 +142,14 @@ int vsnprintf(char *buf, size_t size, const char *fmt, __builtin_va_list ap)
 			break;
 		}
 		case 'p':
+			if (fmt[1] == 'G' && fmt[2] == 'g') {
+				const unsigned int *gfp = __builtin_va_arg(ap, const unsigned int *);
+				const char *s = *gfp ? "GFP_ATOMIC" : "GFP_KERNEL";
+				while (*s)
+					PUTC(p, end, *s++);
+				fmt += 2;
+				break;
+			}
 			PUTC(p, end, '0');
 			PUTC(p, end, 'x');
 			p = put_num(p, end, (unsigned long)__builtin_va_arg(ap, void *), 16, 0, ' ', false);

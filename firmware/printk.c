@@ -6,6 +6,7 @@
 #define LOG_BUF_LEN 8192
 char log_buf[LOG_BUF_LEN];
 unsigned long log_next;		/* bytes written so far; the ring wraps */
+int console_loglevel = CONSOLE_LOGLEVEL_DEFAULT;
 
 static void log_store(const char *text, size_t len)
 {

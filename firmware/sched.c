@@ -164,6 +164,16 @@ long schedule_timeout(unsigned long ticks)
 	return jiffies >= expire ? 0 : (long)(expire - jiffies);
 }
 
+/* Sleep at least msecs, whatever wakes the task meanwhile (Linux's msleep()
+ * sleeps uninterruptibly). */
+void msleep(unsigned int msecs)
+{
+	unsigned long expire = jiffies + (msecs * HZ + 999) / 1000;
+
+	while (jiffies < expire)
+		schedule_timeout(expire - jiffies);
+}
+
 bool kthread_should_stop(void)
 {
 	return false;

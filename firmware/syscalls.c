@@ -27,7 +27,7 @@ static long ksys_write(int fd, const char *buf, size_t len)
 
 static long do_sys_open(const char *upath, int flags)
 {
-	char path[64];
+	char path[96];
 	struct file *f;
 	size_t i;
 
@@ -38,7 +38,9 @@ static long do_sys_open(const char *upath, int flags)
 			break;
 	}
 	path[i] = 0;
-	f = proc_open(path);
+	f = proc_open(path, flags);
+	if (IS_ERR(f))
+		return PTR_ERR(f);
 	if (!f)
 		return -ENOENT;
 	return fd_install(current, f);

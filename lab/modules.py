@@ -464,6 +464,14 @@ class Module:
     exit: int | None = None
     loaded: bool = True
     read_only: int = 0                            # bytes from base mapped read-only (text, rodata)
+    modinfo: dict = field(default_factory=dict)   # .modinfo: tag -> value (livepatch=Y, license, ...)
+    this_module: int | None = None                # its struct module (modpost's __this_module), if any
+    params: dict = field(default_factory=dict)    # module_param(): name -> (address, size, signed)
+
+    @property
+    def is_livepatch(self):
+        """MODULE_INFO(livepatch, "Y"), as Linux's check_modinfo_livepatch() reads it."""
+        return self.modinfo.get("livepatch") == "Y"
 
     def function_at(self, address):
         for s in self.symbols.values():
@@ -478,6 +486,9 @@ class Module:
 
     def __contains__(self, address):
         return self.base <= address < self.base + self.size
+
+
+MODULE_STATE_LIVE, MODULE_STATE_COMING, MODULE_STATE_GOING, MODULE_STATE_UNFORMED = range(4)
 
 
 class ModuleLoader:
@@ -635,6 +646,7 @@ class ModuleLoader:
             module.pads = tuple(pads)
         if module.init is None:
             raise ModuleError(f"{path.name}: no init_module; declare one with module_init(fn)")
+        self._module_info(module, obj, sections, layout, blob, base, path)
         # 5. commit: only now does anything reach emulated memory
         self.machine.write_code(base, bytes(blob))
         mapped = (size + _PAGE - 1) & ~(_PAGE - 1)
@@ -643,14 +655,100 @@ class ModuleLoader:
         if mapped > read_only:
             self.machine.writable(base + read_only, mapped - read_only)
         self.area.take(base, size)
+        if module.this_module is not None:
+            self._register(module)
         self.modules.append(module)
         self.history.append(module)
         return module
+
+    def _module_info(self, module, obj, sections, layout, blob, base, path):
+        """What Linux's loader reads besides code: .modinfo (tag=value
+        strings), the module's own struct module and its parameters."""
+        info = next((sec for sec in sections if sec.name == ".modinfo"), None)
+        if info is not None:
+            for raw in obj.content(info).split(b"\0"):
+                tag, eq, value = raw.decode("ascii", "replace").partition("=")
+                if eq:
+                    module.modinfo.setdefault(tag, value)
+        this = module.symbols.get("__this_module")
+        if this is not None:
+            c = self.image.const
+            if this.size < c("MODULE_SIZE") or this.local:
+                raise ModuleError(f"{path.name}: __this_module is not a struct module of this kernel "
+                                  f"({this.size} bytes); {REBUILD}")
+            off = this.address - base + c("MODULE_name")
+            declared = bytes(blob[off:off + c("MODULE_NAME_SIZE")]).split(b"\0")[0].decode("ascii", "replace")
+            if declared != module.name:
+                raise ModuleError(f"{path.name}: the module calls itself {declared!r} (KBUILD_MODNAME) but the "
+                                  f"file is {module.name}.o; build it with `lab patch build` or patches/Makefile")
+            module.this_module = this.address
+            at = this.address - base
+            struct.pack_into("<i", blob, at + c("MODULE_state"), MODULE_STATE_COMING)
+            blob[at + c("MODULE_klp")] = int(module.is_livepatch)
+            struct.pack_into("<QQ", blob, at + c("MODULE_init"), module.init or 0, module.exit or 0)
+        params = next((sec for sec in sections if sec.name == ".modparams" and sec.index in layout), None)
+        if params is not None:
+            c = self.image.const
+            start = layout[params.index] - base
+            for k in range(params.size // c("KPARAM_SIZE")):
+                rec = start + k * c("KPARAM_SIZE")
+                name_ptr, = struct.unpack_from("<Q", blob, rec + c("KPARAM_name"))
+                arg, = struct.unpack_from("<Q", blob, rec + c("KPARAM_arg"))
+                size, signed = struct.unpack_from("<ii", blob, rec + c("KPARAM_size"))
+                name = bytes(blob[name_ptr - base:name_ptr - base + 64]).split(b"\0")[0].decode() \
+                    if base <= name_ptr < base + len(blob) else ""
+                if name and base <= arg and arg + size <= base + len(blob) and size in (1, 4, 8):
+                    module.params[name] = (arg, size, bool(signed))
+            if this is not None:
+                struct.pack_into("<QI", blob, this.address - base + c("MODULE_kp"), layout[params.index],
+                                 params.size // c("KPARAM_SIZE"))
+
+    def _register(self, module, remove=False):
+        """Add the module to (or take it off) the kernel's list of modules
+        (lab_modules[], Linux's modules list), where find_module() looks."""
+        base = self.image.address("lab_modules")
+        for i in range(self.image.const("MAX_MODULES_NR")):
+            slot = self.machine.u64(base + 8 * i)
+            if remove and slot == module.this_module:
+                self.machine.set_u64(base + 8 * i, 0)
+                return
+            if not remove and slot == 0:
+                self.machine.set_u64(base + 8 * i, module.this_module)
+                return
+        if not remove:
+            raise ModuleError(f"{module.name}: the kernel's module list is full; rmmod some modules")
+
+    def set_params(self, module, values):
+        """insmod's NAME=VALUE arguments, written before the init runs."""
+        for name, value in values.items():
+            if name not in module.params:
+                known = ", ".join(sorted(module.params)) or "none"
+                raise ModuleError(f"{module.name}: unknown parameter '{name}' (its parameters: {known})")
+            address, size, signed = module.params[name]
+            try:
+                number = int(value, 0) if isinstance(value, str) else int(value)
+                raw = number.to_bytes(size, "little", signed=signed)
+            except (ValueError, OverflowError):
+                raise ModuleError(f"{module.name}: parameter {name}={value!r} is not a {size * 8}-bit "
+                                  f"{'signed ' if signed else ''}integer") from None
+            self.machine.write(address, raw)
+
+    def set_state(self, module, state):
+        """struct module .state, as the loader moves it (COMING, LIVE, GOING)."""
+        if module.this_module is not None:
+            self.machine.set_u32(module.this_module + self.image.const("MODULE_state"), state)
+
+    def refcnt(self, module):
+        if module.this_module is None:
+            return 0
+        return self.machine.i32(module.this_module + self.image.const("MODULE_refcnt"))
 
     def unload(self, module):
         """Clear the module's memory and give its range back.  The caller
         makes sure nothing can reach it any more."""
         if module.loaded:
+            if module.this_module is not None:
+                self._register(module, remove=True)
             self.machine.write_code(module.base, bytes(module.size))
             self.machine.guard(module.base, (module.size + _PAGE - 1) & ~(_PAGE - 1))
             module.loaded = False

@@ -42,7 +42,10 @@ def build_patch(source, output=None, cc="gcc"):
     # bytes wherever the command is run from (the DWARF names no absolute path).
     where = source.parent.resolve()
     include = os.path.relpath(FIRMWARE_DIR / "include", where)
-    cmd = [cc, *firmware_cflags(), f"-I{include}", f"-fdebug-prefix-map={where}=.", "-c",
+    # KBUILD_MODNAME: the module's name, as kbuild passes it (a klp
+    # module's struct module and pr_fmt() use it)
+    cmd = [cc, *firmware_cflags(), f"-I{include}", f"-fdebug-prefix-map={where}=.",
+           f'-DKBUILD_MODNAME="{source.stem}"', "-c",
            "-o", str(output.resolve()), source.name]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=where)
     if proc.returncode != 0:

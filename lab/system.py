@@ -9,6 +9,7 @@ from .machine import Machine
 from .modules import ModuleLoader
 
 _INIT_BUDGET_QUANTA = 200   # how long a module's init may take before the lab gives up
+_EXIT_BUDGET_QUANTA = 3000  # how long rmmod waits for a module's exit (30 s of the kernel's time)
 
 
 class System:
@@ -191,6 +192,69 @@ class System:
                         "so the module stays loaded"
             raise InitHung(f"{path}: the module's init has not returned after {budget:,} instructions{where}")
         return patch
+
+    # ---- modules and files, as a shell would use them ----
+    def insmod(self, path, params=None):
+        """`insmod PATH NAME=VALUE...`: load a module, a live patch or not,
+        and run until its init has returned.  A klp patch's transition has
+        started then (load_lp_nowait in upstream's selftests).  Raises
+        LivepatchError with modprobe's words if the load fails; returns the
+        Patch (state LOADED for a module that enables no patch)."""
+        from .livepatch.klp import STRERROR
+        self.run_until_booted()
+        patch = self._livepatch.load(path, params)
+        budget = _INIT_BUDGET_QUANTA * self._kernel.quantum
+        self.run(budget, until=lambda s: patch.state in (PatchState.FAILED, PatchState.REFUSED) or (
+            patch.loader_tid is not None and not patch.init_running and patch.state != PatchState.LOADING))
+        if patch.state in (PatchState.FAILED, PatchState.REFUSED):
+            self.run(budget, until=lambda s: not patch.module.loaded and not self._loader_alive(patch))
+            err = patch.init_error if isinstance(patch.init_error, int) and patch.init_error < 0 else None
+            why = STRERROR.get(-err, f"error {err}") if err is not None else patch.reason
+            raise LivepatchError(f"modprobe: ERROR: could not insert '{patch.module.name}': {why}")
+        if patch.state == PatchState.LOADING:
+            raise InitHung(f"{path}: the module's init has not returned after {budget:,} instructions")
+        return patch
+
+    def rmmod(self, name):
+        """`rmmod NAME`: run the module's exit and free it.  Refused (in use)
+        while an enabled or forced klp patch holds it."""
+        request = self._livepatch.rmmod(name)
+        module = request.module
+        # an exit may wait for its module's work to end (cancel_work_sync())
+        budget = _EXIT_BUDGET_QUANTA * self._kernel.quantum
+        self.run(budget, until=lambda s: request.done and not module.loaded)
+        if not request.done:
+            raise InitHung(f"rmmod {name}: the module's exit has not returned after {budget:,} instructions")
+
+    def write_file(self, path, value):
+        """`echo VALUE > PATH`, done by a task of the kernel through the
+        file's own write path; returns what write() returned (bytes, or -errno)."""
+        request = self._livepatch.write_file(path, value)
+        return self._finish_request(request)
+
+    def read_file(self, path):
+        """`cat PATH`: the file's text, read by a task of the kernel."""
+        from .livepatch.klp import STRERROR
+        request = self._livepatch.read_file(path)
+        ret = self._finish_request(request)
+        if ret < 0:
+            raise LivepatchError(f"cat: {path}: {STRERROR.get(-ret, f'error {ret}')}")
+        return request.text
+
+    def stat(self, path):
+        """stat(2)'s st_mode of a file the kernel serves (the live patching sysfs)."""
+        from .livepatch.klp import STRERROR
+        ret = self._finish_request(self._livepatch.stat_file(path))
+        if ret < 0:
+            raise LivepatchError(f"stat: cannot statx '{path}': {STRERROR.get(-ret, f'error {ret}')}")
+        return ret
+
+    def _finish_request(self, request):
+        budget = _INIT_BUDGET_QUANTA * self._kernel.quantum
+        self.run(budget, until=lambda s: request.done)
+        if not request.done:
+            raise InitHung(f"the kernel has not finished `{request.path}` after {budget:,} instructions")
+        return request.result
 
     def _loader_alive(self, patch):
         if patch.loader_tid is None:

@@ -167,10 +167,10 @@ def without_grace_period(monkeypatch):
     from lab.livepatch.core import Livepatch
     original = Livepatch._begin
 
-    def no_grace(self, patch, funcs, target, verb):
+    def no_grace(self, patch, funcs, target, verb, quiet=False):
         retired, self.ftrace.retired = self.ftrace.retired, {}
         try:
-            return original(self, patch, funcs, target, verb)
+            return original(self, patch, funcs, target, verb, quiet)
         finally:
             self.ftrace.retired.update(retired)
     monkeypatch.setattr(Livepatch, "_begin", no_grace)

@@ -22,6 +22,14 @@
 #define HC_MODULE_DONE     10   /* (init function, its return value) */
 #define HC_TASK_NEW        11   /* (tid): a task slot was (re)used */
 #define HC_MODULE_START    12   /* (init function, tid): its init starts in that task */
+#define HC_KLP_INIT        13   /* (struct klp_patch *) -> 0 or -errno: read, resolve, register */
+#define HC_KLP_START       14   /* (patch, target state): start the transition -> 0 or -errno */
+#define HC_KLP_REVERSE     15   /* (patch): reverse the transition in progress */
+#define HC_KLP_FORCE       16   /* (patch): move every remaining task now */
+#define HC_KLP_DONE        17   /* (patch, state): the transition completed, callbacks ran */
+#define HC_KLP_FREE        18   /* (patch): the patch left klp_patches */
+#define HC_REQUEST_DONE    19   /* (request kind, result): a lab request finished (file, rmmod) */
+#define HC_KLP_OBJECT      20   /* (patch, object, 1: patch it / 0: unpatch it): a module came or goes */
 
 #ifndef __ASSEMBLER__
 static inline __attribute__((always_inline)) long

@@ -238,8 +238,18 @@ unsigned long simple_strtoul(const char *s, const char **end);
 
 /* ---- printk ---- */
 int printk(const char *fmt, ...);
-#define pr_info(fmt, ...) printk(KERN_INFO fmt, ##__VA_ARGS__)
-#define pr_err(fmt, ...)  printk(KERN_ERR fmt, ##__VA_ARGS__)
+/* A file defines pr_fmt before its first #include to prefix its lines
+ * (livepatch.c: "livepatch: "; a module: KBUILD_MODNAME ": "), as in Linux. */
+#ifndef pr_fmt
+#define pr_fmt(fmt) fmt
+#endif
+#define KERN_NOTICE KERN_SOH "5"
+#define pr_err(fmt, ...)    printk(KERN_ERR pr_fmt(fmt), ##__VA_ARGS__)
+#define pr_warn(fmt, ...)   printk(KERN_WARNING pr_fmt(fmt), ##__VA_ARGS__)
+#define pr_notice(fmt, ...) printk(KERN_NOTICE pr_fmt(fmt), ##__VA_ARGS__)
+#define pr_info(fmt, ...)   printk(KERN_INFO pr_fmt(fmt), ##__VA_ARGS__)
+/* dynamic debug is on for kernel/livepatch in the selftests (set_dynamic_debug) */
+#define pr_debug(fmt, ...)  printk(KERN_DEBUG pr_fmt(fmt), ##__VA_ARGS__)
 #define BUG_ON(c) do { if (unlikely(c)) panic("BUG at " __FILE__ ":" _STR(__LINE__)); } while (0)
 #define _STR(x) _STR2(x)
 #define _STR2(x) #x
@@ -249,6 +259,10 @@ void panic(const char *msg) __attribute__((noreturn));
 void schedule(void);
 void preempt_schedule_irq(void);
 long schedule_timeout(unsigned long ticks);
+/* A tick every quantum of the lab (20,000 instructions by default): a
+ * second of the kernel's time is HZ ticks. */
+#define HZ 100
+void msleep(unsigned int msecs);
 int wake_up_process(struct task_struct *p);
 void wake_up(struct wait_queue_head *wq);
 void prepare_to_wait(struct wait_queue_head *wq, struct wait_queue_entry *w, int state);
@@ -299,7 +313,30 @@ int fd_install(struct task_struct *p, struct file *f);
 struct file *fget(int fd);
 struct file *alloc_file(const struct file_operations *fops, void *priv);
 void fput(struct file *f);
-struct file *proc_open(const char *path);
+struct file *proc_open(const char *path, int flags);
+struct seq_file;
+int seq_printf(struct seq_file *m, const char *fmt, ...);
+/* A file whose reads show(m, data) produces and whose writes go to
+ * store(data, text) (one line, the newline dropped), as sysfs attributes;
+ * data is kfree()d on the last close when owned. */
+struct file *seq_file_open(int (*show)(struct seq_file *m, void *data),
+			   ssize_t (*store)(void *data, const char *buf), void *data, bool owned);
+struct file *klp_sysfs_open(const char *path, int flags);
+long klp_sysfs_mode(const char *path);
+struct file *ftrace_enabled_open(void);
+ssize_t kernel_file_write(const char *path, const char *buf, size_t len);
+ssize_t kernel_file_read(const char *path, char *buf, size_t len);
+
+#define MAX_ERRNO 4095
+static inline void *ERR_PTR(long error) { return (void *)error; }
+static inline long PTR_ERR(const void *ptr) { return (long)ptr; }
+static inline bool IS_ERR(const void *ptr) { return (unsigned long)ptr >= (unsigned long)-MAX_ERRNO; }
+static inline bool IS_ERR_OR_NULL(const void *ptr) { return !ptr || IS_ERR(ptr); }
+
+/* the console log level (printk.c); the state selftests patch it */
+extern int console_loglevel;
+#define CONSOLE_LOGLEVEL_DEFAULT 7
+#define CONSOLE_LOGLEVEL_MOTORMOUTH 15
 int do_pipe(int fds[2]);
 extern const struct file_operations console_fops;
 

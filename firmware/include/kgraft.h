@@ -30,7 +30,9 @@ struct kgr_patch {
 	struct kgr_patch_fun patches[KGR_PATCH_MAX_FUNS];
 };
 
+#ifndef THIS_MODULE
 #define THIS_MODULE ((void *)0)
+#endif
 #define KGR_PATCH(_name, _new_fun, _abort) \
 	{ .name = #_name, .new_fun = _new_fun, .abort_if_missing = _abort }
 #define KGR_PATCH_END { .name = (const char *)0 }

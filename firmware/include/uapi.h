@@ -46,7 +46,12 @@ struct sigaction_u {
 #define EINTR    4
 #define EBADF    9
 #define EAGAIN  11
+#define ENOMEM  12
+#define EACCES  13
 #define EFAULT  14
+#define EBUSY   16
+#define EEXIST  17
+#define ENODEV  19
 #define EINVAL  22
 #define EMFILE  24
 #define ENOSYS  38
@@ -58,6 +63,11 @@ struct sigaction_u {
 
 #define O_RDONLY 0
 #define O_WRONLY 1
+#define O_RDWR   2
+#define O_ACCMODE 3
+
+#define S_IFDIR 0040000
+#define S_IFREG 0100000
 
 #define CAP_SYS_NICE   23
 #define CAP_SYS_ADMIN  21

@@ -9,6 +9,8 @@ from ..kernel import InterruptLost
 from ..ftrace import FtraceError
 from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
 from .transition import IRQ, Transition
+from .klp import REQ_READ, REQ_RMMOD, REQ_STAT, REQ_WRITE, Klp, KlpBusy, Request
+from ..modules import ModuleError
 
 ENOENT, EAGAIN, EFAULT, EBUSY, EEXIST, EINVAL = 2, 11, 14, 16, 17, 22
 
@@ -77,6 +79,8 @@ class Livepatch:
         self._last_reclaim = -RECLAIM_INTERVAL
         kernel.on_hypercall("KALLSYMS_LOOKUP", self._hc_kallsyms)
         kernel.slice_hooks.append(self._after_slice)
+        self.klp = Klp(self)
+        self._signaled = None    # the transition "signaling remaining tasks" was said for
 
     @property
     def busy(self):
@@ -106,9 +110,10 @@ class Livepatch:
         self.kernel.log.add(ev.PatchEvent, self.machine.clock, name=patch.name, state=state.value, detail=detail)
 
     # ---- loading ----
-    def load(self, path):
-        """Load a patch object; its init runs in kmodloader (or, before boot,
-        from start_kernel).  Returns the Patch, in state LOADING."""
+    def load(self, path, params=None):
+        """Load a patch object (or any module); its init runs in an insmod
+        task kmodloader starts (or, before boot, from start_kernel).
+        params: insmod's NAME=VALUE.  Returns the Patch, in state LOADING."""
         k, m = self.kernel, self.machine
         # every check before the module is placed: a refusal leaves nothing
         if not k.booted:
@@ -124,7 +129,17 @@ class Livepatch:
                 raise LivepatchError(f"{path}: another module load has not started yet; run the kernel a "
                                      "little and try again")
         module = self.modules.load(path)
-        patch = Patch(module)
+        try:
+            if module.this_module is not None and any(
+                    other.name == module.name and other is not module for other in self.modules.modules):
+                raise LivepatchError(f"insmod: ERROR: could not insert module {path}: File exists "
+                                     f"(a module called {module.name} is loaded; rmmod it first)")
+            if params:
+                self.modules.set_params(module, params)
+        except (LivepatchError, ModuleError):
+            self.modules.unload(module)
+            raise
+        patch = Patch(module, params=dict(params or {}))
         self.patches.append(patch)
         if not k.booted:
             m.set_u64(self.image.address("boot_module_inits") + 8 * n, module.init)
@@ -278,10 +293,20 @@ class Livepatch:
         elif patch.state == PatchState.REFUSED:
             self._requests.append(("unload", patch))
             self.machine.stop()
+        elif patch.state == PatchState.LOADING and ret == 0 and patch.module.this_module is not None:
+            # a module that enabled no patch: loaded, like any module
+            self._requests.append(("live", patch))
+            self.machine.stop()
         elif patch.state == PatchState.LOADING:
             reason = (f"init of {patch.module.name} returned {ret}" if ret
                       else f"init of {patch.module.name} did not call kgr_patch_kernel()")
+            patch.init_error = ret
+            if patch.reason and patch.description is None:
+                reason = f"{patch.reason}; {reason}"
             self._fail_load(patch, reason)
+        elif ret == 0 and patch.module.this_module is not None:
+            self._requests.append(("live", patch))
+            self.machine.stop()
         elif ret:
             # The patch was enabled, then the init failed.  The enabled patch
             # holds a reference on its module (upstream's klp_enable_patch()
@@ -295,7 +320,9 @@ class Livepatch:
         """The load fails: the module goes once nothing can reach it."""
         patch.reason = reason
         patch.init_running = False
-        self._log(f"'{patch.module.name}': {reason}", level=3)
+        if patch.module.this_module is None:
+            # a module of Linux's kind fails quietly: insmod says why
+            self._log(f"'{patch.module.name}': {reason}", level=3)
         self._set_state(patch, PatchState.FAILED, reason)
         self._requests.append(("unload", patch))
         self.machine.stop()
@@ -381,7 +408,22 @@ class Livepatch:
             if what == "start":
                 self._start(patch)
             elif what == "revert":
-                self.revert(patch.name)
+                self._revert(patch)
+            elif what == "reverse":
+                self._reverse()
+            elif what == "force":
+                self._force()
+            elif what == "finish":
+                self._finish(guest_done=True)
+            elif what == "obj-patch":
+                self._object_patch(*patch)
+            elif what == "obj-unpatch":
+                self._object_unpatch(*patch)
+            elif what == "live":
+                if patch.state == PatchState.LOADING:
+                    self._set_state(patch, PatchState.LOADED)
+            elif what == "rmmod-done":
+                self._rmmod_done(patch)
             elif what == "unload":
                 if patch.module not in self._to_free:
                     self._to_free.append(patch.module)
@@ -400,7 +442,7 @@ class Livepatch:
             self._klp_switch_sleepers(t)
         if self.signal_after and now - t.last_signal_at >= self.signal_after and t.pending():
             self.send_fake_signals()
-        if t.complete():
+        if t.complete() and self.klp.completing is not t:
             self._finish()
 
     # ---- freeing what nothing can reach any more ----
@@ -500,7 +542,11 @@ class Livepatch:
             leaving = old if target == 1 else new
             if leaving is None:
                 f = self.image.function_at(pad)
-                ranges.append((f.address, f.address + f.size, f.name))
+                if f is None:       # a function of a module (klp module object)
+                    m = self.modules.module_at(pad)
+                    f = m.function_at(pad) if m else None
+                if f is not None:
+                    ranges.append((f.address, f.address + max(f.size, 1), f.name))
             else:
                 m = self.modules.module_at(leaving)
                 f = m.function_at(leaving) if m else None
@@ -608,7 +654,7 @@ class Livepatch:
                 self._log_migrated(mig)
 
     # ---- transitions ----
-    def _begin(self, patch, funcs, target, verb):
+    def _begin(self, patch, funcs, target, verb, quiet=False):
         """Start a transition, or wait for the grace period first.
 
         A trampoline of an earlier transition encodes what universe 0 and 1
@@ -621,7 +667,7 @@ class Livepatch:
         if self.ftrace.retired:
             self._reclaim(force=True)
         if self.ftrace.retired:
-            self._waiting = (patch, funcs, target, verb)
+            self._waiting = (patch, funcs, target, verb, quiet)
             return None
         self._waiting = None
         t = Transition(self.kernel, patch, funcs, target, self.machine.clock)
@@ -645,20 +691,22 @@ class Livepatch:
             self.ftrace.set_call(pad, tramp)
         self.transition = t
         self._log_start(t)
-        self._log(f"'{patch.name}': starting {verb} transition")
+        if not quiet:        # klp: klp_start_transition() said it in the guest
+            self._log(f"'{patch.name}': starting {verb} transition")
         return t
 
     def _start(self, patch):
         desc = patch.description
         funcs = {}
-        for f in desc.functions:
+        for f in patch.functions():
             stack = self._stacks.get(f.old_addr, [])
             funcs[f.old_addr] = (stack[-1][1] if stack else None, f.new_addr)
         if desc.replace_all:
             for pad, stack in self._stacks.items():
                 if pad not in funcs and stack:
                     funcs[pad] = (stack[-1][1], None)
-        self._log(f"enabling patch '{patch.name}'")
+        if not desc.klp:     # klp_enable_patch() said it in the guest
+            self._log(f"enabling patch '{patch.name}'")
         if "LIVEPATCH" not in self.taints:
             self.taints.append("LIVEPATCH")
         patch.started_at = self.machine.clock
@@ -669,18 +717,26 @@ class Livepatch:
         if self.kernel.booted and self.model == "stop-machine":
             self._stop_machine_begin(patch, funcs)
             return
-        t = self._begin(patch, funcs, 1, "patching")
+        t = self._begin(patch, funcs, 1, "patching", quiet=desc.klp)
         if not self.kernel.booted:
             # applied from start_kernel(): no task exists yet, every later one
             # starts in the new universe
             t.force(self.machine.clock, by=None)
             self._finish(boot=True)
 
-    def _finish(self, boot=False):
+    def _finish(self, boot=False, guest_done=False):
         t = self.transition
         patch = t.patch
+        klp = patch.description.klp
+        if klp and not guest_done:
+            # upstream's klp_complete_transition() runs post callbacks: the
+            # guest runs it (kmodloader), then says HC_KLP_DONE
+            self.klp.complete(t)
+            return
+        self.klp.completing = None
         verb = "patching" if t.target == 1 else "unpatching"
-        self._log(f"'{patch.name}': completing {verb} transition")
+        if not klp:
+            self._log(f"'{patch.name}': completing {verb} transition")
         for pad, (old, new) in t.funcs.items():
             final = new if t.target == 1 else old
             if final is None:
@@ -695,7 +751,8 @@ class Livepatch:
                     if other is not patch and other.state == PatchState.COMPLETE:
                         other.replaced_by = patch.name
                         self._set_state(other, PatchState.REVERTED, f"replaced by '{patch.name}'")
-                        self._to_free.append(other.module)
+                        if not other.description.klp:   # a klp module stays until rmmod
+                            self._to_free.append(other.module)
                 self._stacks = {}
             for pad, (old, new) in t.funcs.items():
                 if new is None:
@@ -715,9 +772,12 @@ class Livepatch:
                     self._stacks.pop(pad, None)
             patch.completed_at = now
             self._set_state(patch, PatchState.REVERTED)
-            # rmmod once nothing reaches it: the unpatched module has no more use
-            self._to_free.append(patch.module)
-        self._log(f"'{patch.name}': {verb} complete")
+            # kGraft: rmmod once nothing reaches it, the unpatched module has
+            # no more use; a klp module stays loaded until rmmod, as upstream's
+            if not klp:
+                self._to_free.append(patch.module)
+        if not klp:
+            self._log(f"'{patch.name}': {verb} complete")
         self.last_transition = t
         self.transition = None
         self.ftrace.retire_trampolines()
@@ -734,7 +794,9 @@ class Livepatch:
 
     def revert(self, name):
         """Unpatch: the same transition backwards.  Reverting the patch whose
-        transition is running reverses that transition instead."""
+        transition is running reverses that transition instead.  A klp
+        patch is disabled the way upstream's is, by writing 0 to its
+        `enabled` file: the guest runs the pre-unpatch callbacks first."""
         patch = self.find(name)
         t = self.transition
         if t is not None:
@@ -744,8 +806,15 @@ class Livepatch:
             return patch
         if patch.state != PatchState.COMPLETE:
             raise LivepatchError(f"'{name}' is {patch.state.value}, not applied; nothing to revert")
+        if patch.description.klp:
+            self.write_file(f"/sys/kernel/livepatch/{patch.name}/enabled", "0")
+            return patch
+        return self._revert(patch)
+
+    def _revert(self, patch):
+        name = patch.name
         funcs = {}
-        for f in patch.description.functions:
+        for f in patch.functions():
             stack = self._stacks.get(f.old_addr, [])
             if not stack or stack[-1][0] is not patch:
                 top = stack[-1][0].name if stack else "?"
@@ -753,26 +822,48 @@ class Livepatch:
             below = stack[-2][1] if len(stack) > 1 else None
             funcs[f.old_addr] = (below, f.new_addr)
         self._set_state(patch, PatchState.REVERTING)
-        self._begin(patch, funcs, 0, "unpatching")
+        self._begin(patch, funcs, 0, "unpatching", quiet=patch.description.klp)
         return patch
 
     def reverse(self):
         t = self._need_transition()
+        if t.patch.description.klp:
+            # upstream reverses by writing the other value to `enabled`
+            self.write_file(f"/sys/kernel/livepatch/{t.patch.name}/enabled", "0" if t.target == 1 else "1")
+            return
+        self._reverse()
+
+    def _reverse(self):
+        t = self._need_transition()
         before = "patching" if t.target == 1 else "unpatching"
         t.reverse()
         after = "patching" if t.target == 1 else "unpatching"
-        self._log(f"'{t.patch.name}': reversing transition from {before} to {after}")
+        if not t.patch.description.klp:      # klp_reverse_transition() said it in the guest
+            self._log(f"'{t.patch.name}': reversing transition from {before} to {after}")
         self._set_state(t.patch, PatchState.TRANSITION if t.target == 1 else PatchState.REVERTING, "reversed")
 
     def force(self):
-        """Move every pending task now.  Unsafe, so recorded as a warning and a taint."""
+        """Move every pending task now.  Unsafe, so recorded as a warning
+        (and, for a kGraft patch, a taint).  A klp patch is forced as
+        upstream's is, by writing 1 to its `force` file."""
         t = self._need_transition()
-        state = "patched" if t.target == 1 else "unpatched"
-        self._log(f"'{t.patch.name}': forcing remaining tasks to the {state} state", level=4)
+        if t.patch.description.klp:
+            self.write_file(f"/sys/kernel/livepatch/{t.patch.name}/force", "1")
+            return
+        self._force()
+
+    def _force(self):
+        t = self._need_transition()
+        klp = t.patch.description.klp
+        if not klp:
+            state = "patched" if t.target == 1 else "unpatched"
+            self._log(f"'{t.patch.name}': forcing remaining tasks to the {state} state", level=4)
         for tid in t.force(self.machine.clock):
             self._log_migrated(t.migrated[tid])
         t.patch.forced = True
-        if "LIVEPATCH_FORCED" not in self.taints:
+        # upstream has no taint for it: a forced patch's module just can
+        # never be removed (klp_free_patch_finish() keeps its reference)
+        if not klp and "LIVEPATCH_FORCED" not in self.taints:
             self.taints.append("LIVEPATCH_FORCED")
         if t.complete():
             self._finish()
@@ -780,7 +871,80 @@ class Livepatch:
     def send_fake_signals(self):
         """SIGKGRAFT: wake every task still in progress so it passes a safe point."""
         t = self._need_transition()
+        if self.model == "klp" and self._signaled is not t and t.pending():
+            self._signaled = t
+            self._log("signaling remaining tasks")
         return t.send_fake_signals(self.machine.clock)
+
+    # ---- what a shell would do: rmmod, echo, cat ----
+    def _submit(self, request):
+        try:
+            return self.klp.submit(request)
+        except KlpBusy as e:
+            raise LivepatchError(str(e)) from None
+
+    def write_file(self, path, value):
+        """`echo VALUE > PATH` from a task of the kernel: the write goes
+        through the file's own store (e.g. a patch's `enabled`).  Returns
+        the Request; its result is the write's return value once done."""
+        return self._submit(Request(REQ_WRITE, path=str(path), value=str(value)))
+
+    def read_file(self, path):
+        """`cat PATH` from a task of the kernel; the Request's text once done."""
+        return self._submit(Request(REQ_READ, path=str(path)))
+
+    def stat_file(self, path):
+        """stat PATH from a task of the kernel; the Request's result is the mode."""
+        return self._submit(Request(REQ_STAT, path=str(path)))
+
+    def loaded_modules(self):
+        """Patches and modules whose module is loaded and not going, as lsmod lists them."""
+        return [p for p in self.patches if p.module.loaded
+                and p.state not in (PatchState.REFUSED, PatchState.FAILED, PatchState.REMOVED)]
+
+    def rmmod(self, name):
+        """Remove a module: its exit runs in an rmmod task, then it is freed
+        once nothing reaches it.  Refused, as Linux's delete_module() refuses,
+        while something holds a reference (an enabled or forced klp patch)."""
+        patch = next((p for p in reversed(self.loaded_modules()) if p.module.name == name), None)
+        if patch is None:
+            raise LivepatchError(f"rmmod: ERROR: Module {name} is not currently loaded")
+        if (self.modules.refcnt(patch.module) > 0 or patch.forced or patch.init_running
+                or patch.state in (PatchState.LOADING, PatchState.TRANSITION, PatchState.REVERTING)):
+            raise LivepatchError(f"rmmod: ERROR: Module {name} is in use")
+        return self._submit(Request(REQ_RMMOD, module=patch.module, path=name))
+
+    def _object_patch(self, patch, obj_name):
+        """A module the patch patches came: its functions go to the patch's
+        new versions at once.  (Upstream patches it with the ftrace handler,
+        which follows each task's state while the patch is in transition;
+        here a module coming during that patch's own transition gets the
+        target version directly.)"""
+        for f in patch.module_funcs.get(obj_name, ()):
+            stack = self._stacks.setdefault(f.old_addr, [])
+            stack.append((patch, f.new_addr))
+            self.ftrace.set_jmp(f.old_addr, f.new_addr)
+
+    def _object_unpatch(self, patch, obj_name):
+        """The module goes: its functions leave the patch (klp_unpatch_object())."""
+        for f in patch.module_funcs.pop(obj_name, ()):
+            stack = [e for e in self._stacks.get(f.old_addr, []) if e[0] is not patch]
+            if stack:
+                self._stacks[f.old_addr] = stack
+                self.ftrace.set_jmp(f.old_addr, stack[-1][1])
+            else:
+                self._stacks.pop(f.old_addr, None)
+                self.ftrace.set_nop(f.old_addr)
+
+    def _rmmod_done(self, module):
+        patch = next((p for p in self.patches if p.module is module), None)
+        if patch is None:
+            return
+        if patch.state in (PatchState.LOADED, PatchState.REVERTED, PatchState.COMPLETE):
+            if patch.state != PatchState.COMPLETE:
+                self._set_state(patch, PatchState.REMOVED)
+            if module not in self._to_free and patch.state == PatchState.REMOVED:
+                self._to_free.append(module)
 
     def _need_transition(self):
         if self.transition is None:

@@ -24,6 +24,8 @@ class PatchState(enum.Enum):
     REVERTED = "reverted"
     REFUSED = "refused"
     FAILED = "failed"
+    LOADED = "loaded"            # a module that is no patch: its init returned 0 without enabling one
+    REMOVED = "removed"          # rmmod: its exit ran and the module is gone
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class PatchDescription:
     functions: tuple
     replace_all: bool = False
     skipped: tuple = ()          # names not found, without abort_if_missing
+    klp: bool = False            # a struct klp_patch (upstream's API), not a struct kgr_patch
+    objects: tuple = ()          # klp: the objects' names, "vmlinux" for the kernel
 
 
 @dataclass
@@ -63,6 +67,18 @@ class Patch:
     init_running: bool = False
     init_error: object = None          # what the init did wrong after enabling its patch
     history: list = field(default_factory=list)  # (at, state)
+    klp_ptr: int | None = None         # its struct klp_patch in the guest (upstream's API)
+    registered: bool = False           # klp: in the guest's klp_patches (its sysfs directory exists)
+    params: dict = field(default_factory=dict)   # insmod NAME=VALUE
+    module_funcs: dict = field(default_factory=dict)   # klp: module object name -> its PatchFuncs, while loaded
+
+    def functions(self):
+        """Every function the patch replaces now: the kernel's and those of
+        its module objects whose module is loaded."""
+        funcs = tuple(self.description.functions) if self.description else ()
+        for more in self.module_funcs.values():
+            funcs += tuple(more)
+        return funcs
 
     @property
     def name(self):

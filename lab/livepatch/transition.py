@@ -42,6 +42,7 @@ PATCH_STATE_WORDS = {
     "transition": "starts its patching transition", "complete": "is applied: its transition is complete",
     "reverting": "starts its unpatching transition", "reverted": "is reverted",
     "refused": "was refused", "failed": "failed",
+    "loaded": "is loaded (a module, no patch)", "removed": "is removed (rmmod)",
 }
 
 

@@ -1,0 +1,682 @@
+/* livepatch.c - the upstream live patching API inside the kernel
+ * (kernel/livepatch/core.c, state.c and the sysfs side of it).
+ *
+ * The guest keeps what upstream's core keeps: the list of registered
+ * patches (klp_patches), the patch in transition and its target, and
+ * it runs every callback itself, in the task upstream runs it in: the
+ * pre-patch callbacks in insmod (klp_enable_patch()), the pre-unpatch
+ * ones in the task writing to the patch's `enabled` file, the post ones
+ * where the transition completes (kmodloader, the system workqueue's
+ * role).  The lab's core does what ftrace and the transition code do:
+ * it reads and resolves the patch (HC_KLP_INIT), writes trampolines and
+ * pads, moves tasks, and says when every task has moved.
+ */
+#define pr_fmt(fmt) "livepatch: " fmt
+#include "kernel.h"
+#include "livepatch.h"
+
+#define KLP_UNDEFINED -1
+#define KLP_UNPATCHED 0
+#define KLP_PATCHED   1
+
+struct klp_patch *klp_patches;             /* registered patches, oldest first */
+struct klp_patch *klp_transition_patch;
+int klp_target_state = KLP_UNDEFINED;
+/* Written by the lab when every task has moved: kmodloader then runs
+ * klp_complete_transition() (upstream's klp_transition_work). */
+volatile unsigned long klp_complete_request;
+
+static const char *klp_obj_name(struct klp_object *obj)
+{
+	return obj->name ? obj->name : "vmlinux";
+}
+
+static bool klp_is_object_loaded(struct klp_object *obj)
+{
+	return !obj->name || obj->mod;
+}
+
+#define klp_for_each_patch(p) for (p = klp_patches; p; p = p->next)
+
+static void klp_list_del(struct klp_patch *patch)
+{
+	struct klp_patch **pp;
+
+	for (pp = &klp_patches; *pp; pp = &(*pp)->next)
+		if (*pp == patch) {
+			*pp = patch->next;
+			break;
+		}
+	patch->next = NULL;
+}
+
+static void klp_list_add_tail(struct klp_patch *patch)
+{
+	struct klp_patch **pp = &klp_patches;
+
+	while (*pp)
+		pp = &(*pp)->next;
+	patch->next = NULL;
+	*pp = patch;
+}
+
+/* ---- system states (kernel/livepatch/state.c) ---- */
+
+struct klp_state *klp_get_state(struct klp_patch *patch, unsigned long id)
+{
+	struct klp_state *state;
+
+	klp_for_each_state(patch, state)
+		if (state->id == id)
+			return state;
+	return NULL;
+}
+
+/* The state as the patches installed before the one in transition left it. */
+struct klp_state *klp_get_prev_state(unsigned long id)
+{
+	struct klp_patch *patch;
+	struct klp_state *state, *last = NULL;
+
+	if (!klp_transition_patch)
+		return NULL;
+	klp_for_each_patch(patch) {
+		if (patch == klp_transition_patch)
+			break;
+		state = klp_get_state(patch, id);
+		if (state)
+			last = state;
+	}
+	return last;
+}
+
+/* A cumulative patch must take over every state the installed ones
+ * changed, in at least their version; a patch that replaces nothing may
+ * leave a state alone. */
+static bool klp_is_state_compatible(struct klp_patch *patch, struct klp_patch *old)
+{
+	struct klp_state *old_state, *state;
+
+	klp_for_each_state(old, old_state) {
+		state = klp_get_state(patch, old_state->id);
+		if (!state)
+			return !patch->replace;
+		if (state->version < old_state->version)
+			return false;
+	}
+	return true;
+}
+
+static bool klp_is_patch_compatible(struct klp_patch *patch)
+{
+	struct klp_patch *old;
+
+	klp_for_each_patch(old)
+		if (!klp_is_state_compatible(patch, old))
+			return false;
+	return true;
+}
+
+/* ---- callbacks (kernel/livepatch/core.h) ---- */
+
+static int klp_pre_patch_callback(struct klp_object *obj)
+{
+	int ret = 0;
+
+	if (obj->callbacks.pre_patch)
+		ret = obj->callbacks.pre_patch(obj);
+	obj->callbacks.post_unpatch_enabled = !ret;
+	return ret;
+}
+
+static void klp_post_patch_callback(struct klp_object *obj)
+{
+	if (obj->callbacks.post_patch)
+		obj->callbacks.post_patch(obj);
+}
+
+static void klp_pre_unpatch_callback(struct klp_object *obj)
+{
+	if (obj->callbacks.pre_unpatch)
+		obj->callbacks.pre_unpatch(obj);
+}
+
+static void klp_post_unpatch_callback(struct klp_object *obj)
+{
+	if (obj->callbacks.post_unpatch_enabled && obj->callbacks.post_unpatch)
+		obj->callbacks.post_unpatch(obj);
+	obj->callbacks.post_unpatch_enabled = false;
+}
+
+/* ---- the transition, the guest's half ---- */
+
+static void klp_init_transition(struct klp_patch *patch, int state)
+{
+	klp_transition_patch = patch;
+	klp_target_state = state;
+	pr_debug("'%s': initializing %s transition\n", patch->mod->name,
+		 state == KLP_PATCHED ? "patching" : "unpatching");
+}
+
+static int klp_start_transition(void)
+{
+	struct klp_patch *patch = klp_transition_patch;
+
+	pr_notice("'%s': starting %s transition\n", patch->mod->name,
+		  klp_target_state == KLP_PATCHED ? "patching" : "unpatching");
+	return (int)hypercall2(HC_KLP_START, patch, klp_target_state);
+}
+
+/* The patch leaves the registered list: its directory in sysfs goes and
+ * its module may be removed again (klp_free_patch_start/finish()), unless
+ * it was forced: then nobody can tell whether a task still runs its code. */
+static void klp_free_patch(struct klp_patch *patch)
+{
+	klp_list_del(patch);
+	patch->registered = false;
+	if (!patch->forced)
+		patch->mod->refcnt--;
+	hypercall1(HC_KLP_FREE, patch);
+}
+
+/* Upstream's klp_complete_transition() and what klp_try_complete_transition()
+ * does after it: post callbacks, then freeing what the transition retired. */
+static void klp_complete_transition(void)
+{
+	struct klp_patch *patch = klp_transition_patch, *old, *next;
+	struct klp_object *obj;
+	int state = klp_target_state;
+
+	pr_debug("'%s': completing %s transition\n", patch->mod->name,
+		 state == KLP_PATCHED ? "patching" : "unpatching");
+	if (patch->replace && state == KLP_PATCHED)
+		klp_for_each_patch(old)
+			if (old != patch)
+				old->enabled = false;	/* klp_unpatch_replaced_patches() */
+	klp_for_each_object_static(patch, obj) {
+		if (!klp_is_object_loaded(obj))
+			continue;
+		if (state == KLP_UNPATCHED)
+			obj->patched = false;	/* klp_unpatch_objects() */
+		if (state == KLP_PATCHED)
+			klp_post_patch_callback(obj);
+		else
+			klp_post_unpatch_callback(obj);
+	}
+	pr_notice("'%s': %s complete\n", patch->mod->name,
+		  state == KLP_PATCHED ? "patching" : "unpatching");
+	klp_target_state = KLP_UNDEFINED;
+	klp_transition_patch = NULL;
+	hypercall2(HC_KLP_DONE, patch, state);
+	if (!patch->enabled) {
+		klp_free_patch(patch);
+	} else if (patch->replace) {
+		for (old = klp_patches; old; old = next) {
+			next = old->next;
+			if (old != patch)
+				klp_free_patch(old);
+		}
+	}
+}
+
+/* Run by kmodloader when the lab asks (every task has moved). */
+void klp_transition_work_fn(void)
+{
+	struct klp_patch *patch = (struct klp_patch *)klp_complete_request;
+
+	klp_complete_request = 0;
+	if (patch && patch == klp_transition_patch)
+		klp_complete_transition();
+}
+
+static void klp_cancel_transition(void)
+{
+	struct klp_patch *patch = klp_transition_patch;
+	struct klp_object *obj;
+
+	pr_debug("'%s': canceling patching transition, going to unpatch\n", patch->mod->name);
+	klp_target_state = KLP_UNPATCHED;
+	pr_debug("'%s': completing unpatching transition\n", patch->mod->name);
+	klp_for_each_object_static(patch, obj) {
+		obj->patched = false;
+		if (klp_is_object_loaded(obj))
+			klp_post_unpatch_callback(obj);
+	}
+	pr_notice("'%s': unpatching complete\n", patch->mod->name);
+	klp_target_state = KLP_UNDEFINED;
+	klp_transition_patch = NULL;
+}
+
+/* ftrace_enabled (/proc/sys/kernel/ftrace_enabled): with ftrace off, no
+ * handler can be registered, so no function can be patched. */
+int ftrace_enabled = 1;
+
+/* klp_patch_object(): the lab writes the trampolines and pads when the
+ * transition starts; what can refuse it is checked here, as
+ * register_ftrace_function() would refuse it. */
+static int klp_patch_object(struct klp_object *obj)
+{
+	struct klp_func *func;
+
+	klp_for_each_func_static(obj, func) {
+		if (!ftrace_enabled) {
+			pr_err("failed to register ftrace handler for function '%s' (%d)\n", func->old_name, -EBUSY);
+			return -EBUSY;
+		}
+	}
+	obj->patched = true;
+	return 0;
+}
+
+static int __klp_enable_patch(struct klp_patch *patch)
+{
+	struct klp_object *obj;
+	int ret;
+
+	if (klp_transition_patch)
+		return -EBUSY;
+	pr_notice("enabling patch '%s'\n", patch->mod->name);
+	klp_init_transition(patch, KLP_PATCHED);
+	klp_for_each_object_static(patch, obj) {
+		if (!klp_is_object_loaded(obj))
+			continue;
+		ret = klp_pre_patch_callback(obj);
+		if (ret) {
+			pr_warn("pre-patch callback failed for object '%s'\n", klp_obj_name(obj));
+			goto err;
+		}
+		ret = klp_patch_object(obj);
+		if (ret) {
+			pr_warn("failed to patch object '%s'\n", klp_obj_name(obj));
+			goto err;
+		}
+	}
+	ret = klp_start_transition();
+	if (ret)
+		goto err;
+	patch->enabled = true;
+	return 0;
+err:
+	pr_warn("failed to enable patch '%s'\n", patch->mod->name);
+	klp_cancel_transition();
+	return ret;
+}
+
+int klp_enable_patch(struct klp_patch *patch)
+{
+	struct klp_object *obj;
+	int ret;
+
+	if (!patch || !patch->mod || !patch->objs)
+		return -EINVAL;
+	klp_for_each_object_static(patch, obj) {
+		if (!obj->funcs)
+			return -EINVAL;
+		/* klp_find_object_module(): a module object is loaded if its
+		 * module is here and not going */
+		obj->mod = NULL;
+		if (obj->name) {
+			struct module *mod = find_module(obj->name);
+
+			if (mod && mod->klp_alive)
+				obj->mod = mod;
+		}
+	}
+	if (!patch->mod->klp) {
+		pr_err("module %s is not marked as a livepatch module\n", patch->mod->name);
+		return -EINVAL;
+	}
+	if (!klp_is_patch_compatible(patch)) {
+		pr_err("Livepatch patch (%s) is not compatible with the already installed livepatches.\n",
+		       patch->mod->name);
+		return -EINVAL;
+	}
+	/* klp_init_patch(): the lab reads the structures, resolves every
+	 * function and refuses what upstream refuses */
+	ret = (int)hypercall1(HC_KLP_INIT, patch);
+	if (ret)
+		return ret;
+	patch->mod->refcnt++;		/* try_module_get() */
+	patch->registered = true;
+	klp_list_add_tail(patch);
+	ret = __klp_enable_patch(patch);
+	if (ret)
+		klp_free_patch(patch);
+	return ret;
+}
+
+/* ---- modules coming and going (klp_module_coming/going()) ---- */
+
+static const char *const module_state_name[] = {
+	[MODULE_STATE_LIVE] = "[MODULE_STATE_LIVE] Normal state",
+	[MODULE_STATE_COMING] = "[MODULE_STATE_COMING] Full formed, running module_init",
+	[MODULE_STATE_GOING] = "[MODULE_STATE_GOING] Going away",
+	[MODULE_STATE_UNFORMED] = "[MODULE_STATE_UNFORMED] Still setting it up",
+};
+
+const char *module_state_str(struct module *mod)
+{
+	return mod->state <= MODULE_STATE_UNFORMED ? module_state_name[mod->state] : "?";
+}
+
+/* Revert every patch's object for a module, up to (not including) limit. */
+static void klp_cleanup_module_patches_limited(struct module *mod, struct klp_patch *limit)
+{
+	struct klp_patch *patch;
+	struct klp_object *obj;
+
+	klp_for_each_patch(patch) {
+		if (patch == limit)
+			break;
+		klp_for_each_object_static(patch, obj) {
+			if (!obj->name || strcmp(obj->name, mod->name) || !obj->mod)
+				continue;
+			if (patch != klp_transition_patch)
+				klp_pre_unpatch_callback(obj);
+			pr_notice("reverting patch '%s' on unloading module '%s'\n", patch->mod->name,
+				  obj->mod->name);
+			hypercall3(HC_KLP_OBJECT, (long)patch, (long)obj, 0);	/* klp_unpatch_object() */
+			obj->patched = false;
+			klp_post_unpatch_callback(obj);
+			obj->mod = NULL;
+			break;
+		}
+	}
+}
+
+/* Called by the loader before a module's init: every registered patch that
+ * patches it is applied to it now; one that fails refuses the module. */
+int klp_module_coming(struct module *mod)
+{
+	struct klp_patch *patch;
+	struct klp_object *obj;
+	int ret = 0;
+
+	if (!strcmp(mod->name, "vmlinux")) {
+		pr_err("vmlinux.ko: invalid module name\n");
+		return -EINVAL;
+	}
+	mod->klp_alive = true;
+	klp_for_each_patch(patch) {
+		klp_for_each_object_static(patch, obj) {
+			if (!obj->name || strcmp(obj->name, mod->name))
+				continue;
+			obj->mod = mod;
+			pr_notice("applying patch '%s' to loading module '%s'\n", patch->mod->name,
+				  obj->mod->name);
+			ret = klp_pre_patch_callback(obj);
+			if (ret) {
+				pr_warn("pre-patch callback failed for object '%s'\n", obj->name);
+				goto err;
+			}
+			/* klp_init_object_loaded() and klp_patch_object(): the lab
+			 * resolves the module's functions and writes its pads */
+			ret = (int)hypercall3(HC_KLP_OBJECT, (long)patch, (long)obj, 1);
+			if (ret) {
+				pr_warn("failed to apply patch '%s' to module '%s' (%d)\n", patch->mod->name,
+					obj->mod->name, ret);
+				goto err;
+			}
+			obj->patched = true;
+			if (patch != klp_transition_patch)
+				klp_post_patch_callback(obj);
+			break;
+		}
+	}
+	return 0;
+err:
+	pr_warn("patch '%s' failed for module '%s', refusing to load module '%s'\n", patch->mod->name,
+		obj->mod->name, obj->mod->name);
+	mod->klp_alive = false;
+	obj->mod = NULL;
+	klp_cleanup_module_patches_limited(mod, patch);
+	return ret;
+}
+
+void klp_module_going(struct module *mod)
+{
+	mod->klp_alive = false;
+	klp_cleanup_module_patches_limited(mod, NULL);
+}
+
+/* ---- sysfs: /sys/kernel/livepatch/<patch>/... ---- */
+
+static int __klp_disable_patch(struct klp_patch *patch)
+{
+	struct klp_object *obj;
+	int ret;
+
+	if (!patch->enabled)
+		return -EINVAL;
+	if (klp_transition_patch)
+		return -EBUSY;
+	klp_init_transition(patch, KLP_UNPATCHED);
+	klp_for_each_object_static(patch, obj)
+		if (obj->patched)
+			klp_pre_unpatch_callback(obj);
+	ret = klp_start_transition();
+	if (ret) {
+		klp_transition_patch = NULL;
+		klp_target_state = KLP_UNDEFINED;
+		return ret;
+	}
+	patch->enabled = false;
+	return 0;
+}
+
+static void klp_reverse_transition(void)
+{
+	struct klp_patch *patch = klp_transition_patch;
+
+	pr_debug("'%s': reversing transition from %s\n", patch->mod->name,
+		 klp_target_state == KLP_PATCHED ? "patching to unpatching" : "unpatching to patching");
+	hypercall1(HC_KLP_REVERSE, patch);
+	patch->enabled = !patch->enabled;
+	klp_target_state = !klp_target_state;
+	klp_start_transition();
+}
+
+static ssize_t enabled_store(struct klp_patch *patch, const char *buf)
+{
+	bool enabled;
+
+	if (!strcmp(buf, "1") || !strcmp(buf, "y") || !strcmp(buf, "Y"))
+		enabled = true;
+	else if (!strcmp(buf, "0") || !strcmp(buf, "n") || !strcmp(buf, "N"))
+		enabled = false;
+	else
+		return -EINVAL;
+	if (patch->enabled == enabled)
+		return -EINVAL;		/* already in the requested state */
+	/* a pending transition may be reversed either way; a disabled patch
+	 * cannot be enabled again */
+	if (patch == klp_transition_patch) {
+		klp_reverse_transition();
+		return 0;
+	}
+	if (!enabled)
+		return __klp_disable_patch(patch);
+	return -EINVAL;
+}
+
+static ssize_t force_store(struct klp_patch *patch, const char *buf)
+{
+	struct klp_patch *p;
+
+	if (strcmp(buf, "1") && strcmp(buf, "y") && strcmp(buf, "Y"))
+		return -EINVAL;
+	if (patch != klp_transition_patch)
+		return -EINVAL;
+	pr_warn("forcing remaining tasks to the patched state\n");
+	/* every registered patch counts as forced: its module stays */
+	klp_for_each_patch(p)
+		p->forced = true;
+	hypercall1(HC_KLP_FORCE, patch);
+	return 0;
+}
+
+enum klp_attr { KLP_ENABLED, KLP_TRANSITION, KLP_FORCE, KLP_REPLACE, KLP_PATCHED_ATTR };
+
+static const struct { const char *name; int mode; } klp_attrs[] = {
+	[KLP_ENABLED] = { "enabled", 0644 },
+	[KLP_TRANSITION] = { "transition", 0444 },
+	[KLP_FORCE] = { "force", 0200 },
+	[KLP_REPLACE] = { "replace", 0444 },
+	[KLP_PATCHED_ATTR] = { "patched", 0444 },
+};
+
+struct klp_sysfs_file {
+	struct klp_patch *patch;
+	struct klp_object *obj;
+	int attr;
+};
+
+static int klp_sysfs_show(struct seq_file *m, void *data)
+{
+	struct klp_sysfs_file *f = data;
+
+	switch (f->attr) {
+	case KLP_ENABLED:
+		return seq_printf(m, "%d\n", f->patch->enabled);
+	case KLP_TRANSITION:
+		return seq_printf(m, "%d\n", f->patch == klp_transition_patch);
+	case KLP_REPLACE:
+		return seq_printf(m, "%d\n", f->patch->replace);
+	case KLP_PATCHED_ATTR:
+		return seq_printf(m, "%d\n", f->obj->patched);
+	}
+	return -EACCES;
+}
+
+static ssize_t klp_sysfs_store(void *data, const char *buf)
+{
+	struct klp_sysfs_file *f = data;
+
+	if (f->attr == KLP_ENABLED)
+		return enabled_store(f->patch, buf);
+	if (f->attr == KLP_FORCE)
+		return force_store(f->patch, buf);
+	return -EACCES;
+}
+
+/* Which attribute of which registered patch path names: 0, or -ENOENT. */
+static int klp_sysfs_lookup(const char *path, struct klp_patch **pp, struct klp_object **op, int *ap)
+{
+	static const char dir[] = "/sys/kernel/livepatch/";
+	struct klp_patch *patch;
+	struct klp_object *obj = NULL;
+	const char *rest, *attr;
+	size_t n = 0;
+	int a;
+
+	if (strncmp(path, dir, sizeof(dir) - 1))
+		return -ENOENT;
+	rest = path + sizeof(dir) - 1;
+	klp_for_each_patch(patch) {
+		n = strlen(patch->mod->name);
+		if (!strncmp(rest, patch->mod->name, n) && rest[n] == '/')
+			break;
+	}
+	if (!patch)
+		return -ENOENT;
+	attr = rest + n + 1;
+	for (a = 0; a < (int)ARRAY_SIZE(klp_attrs); a++)
+		if (a != KLP_PATCHED_ATTR && !strcmp(attr, klp_attrs[a].name))
+			break;
+	if (a == (int)ARRAY_SIZE(klp_attrs)) {
+		/* <object>/patched */
+		klp_for_each_object_static(patch, obj) {
+			n = strlen(klp_obj_name(obj));
+			if (!strncmp(attr, klp_obj_name(obj), n) && !strcmp(attr + n, "/patched"))
+				break;
+		}
+		if (!obj->funcs && !obj->name)
+			return -ENOENT;
+		a = KLP_PATCHED_ATTR;
+	}
+	*pp = patch;
+	*op = obj;
+	*ap = a;
+	return 0;
+}
+
+/* The file at path, if it is one of a registered patch's attributes. */
+struct file *klp_sysfs_open(const char *path, int flags)
+{
+	struct klp_sysfs_file *f;
+	struct klp_patch *patch;
+	struct klp_object *obj;
+	int a;
+
+	if (klp_sysfs_lookup(path, &patch, &obj, &a))
+		return NULL;
+	/* the mode bits, as sysfs checks them at open */
+	if (((flags & O_ACCMODE) != O_WRONLY && !(klp_attrs[a].mode & 0444)) ||
+	    ((flags & O_ACCMODE) != O_RDONLY && !(klp_attrs[a].mode & 0222)))
+		return ERR_PTR(-EACCES);
+	f = kzalloc(sizeof(*f), GFP_KERNEL);
+	if (!f)
+		return ERR_PTR(-ENOMEM);
+	f->patch = patch;
+	f->obj = obj;
+	f->attr = a;
+	return seq_file_open(klp_sysfs_show, klp_sysfs_store, f, true);
+}
+
+/* The mode of a live patching sysfs path, as stat() reports it. */
+long klp_sysfs_mode(const char *path)
+{
+	static const char dir[] = "/sys/kernel/livepatch/";
+	struct klp_patch *patch;
+	struct klp_object *obj;
+	int a;
+
+	if (strncmp(path, dir, sizeof(dir) - 1))
+		return -ENOENT;
+	klp_for_each_patch(patch)
+		if (!strcmp(path + sizeof(dir) - 1, patch->mod->name))
+			return S_IFDIR | 0755;
+	if (klp_sysfs_lookup(path, &patch, &obj, &a))
+		return -ENOENT;
+	return S_IFREG | klp_attrs[a].mode;
+}
+
+/* ---- /proc/sys/kernel/ftrace_enabled ---- */
+
+/* A registered patch with a patched function keeps a permanent ftrace
+ * handler (FTRACE_OPS_FL_PERMANENT): ftrace cannot be turned off under it. */
+static bool klp_has_ftrace_ops(void)
+{
+	struct klp_patch *patch;
+	struct klp_object *obj;
+
+	klp_for_each_patch(patch)
+		klp_for_each_object_static(patch, obj)
+			if (obj->patched && obj->funcs && obj->funcs->old_name)
+				return true;
+	return false;
+}
+
+static int ftrace_enabled_show(struct seq_file *m, void *data)
+{
+	return seq_printf(m, "%d\n", ftrace_enabled);
+}
+
+static ssize_t ftrace_enabled_store(void *data, const char *buf)
+{
+	if (!strcmp(buf, "1")) {
+		ftrace_enabled = 1;
+		return 0;
+	}
+	if (strcmp(buf, "0"))
+		return -EINVAL;
+	if (klp_has_ftrace_ops())
+		return -EBUSY;
+	ftrace_enabled = 0;
+	return 0;
+}
+
+struct file *ftrace_enabled_open(void)
+{
+	return seq_file_open(ftrace_enabled_show, ftrace_enabled_store, NULL, false);
+}
