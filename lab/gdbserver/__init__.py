@@ -154,6 +154,8 @@ class _Parser(argparse.ArgumentParser):
     """One line on a usage error, as the lab command prints it."""
 
     def error(self, message):
+        if message.startswith("argument --port: "):
+            message = message[len("argument --port: "):]      # _port's message names the option
         print(f"lab: error: {message}; `{self.prog} --help` lists what it takes", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
