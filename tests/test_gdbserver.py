@@ -14,11 +14,10 @@ import pytest
 import lab
 from lab import gdbserver
 from lab.disasm import disassemble
-from lab.gdbserver.rsp import Connection, frame
+from lab.gdbserver.rsp import frame
 from lab.gdbserver.session import Session
 from lab.gdbserver.target import Stop, TraceTarget
 from lab.image import DEFAULT_IMAGE, FIRMWARE_DIR
-from lab.trace import Trace
 
 CAPABLE = FIRMWARE_DIR.parent / "patches" / "kgr_capable.o"
 PATCH_AT = 100_000
@@ -103,6 +102,11 @@ def gdb(srv, *commands):
     return result.stdout + result.stderr
 
 
+def tid_of(trace, name):
+    """The tid of the task called name (its gdb thread is the tid plus one)."""
+    return next(t["tid"] for t in trace.header["tasks"] if t["name"] == name)
+
+
 def steps(output):
     """The steps `monitor when` printed, in order."""
     return [int(n) for n in re.findall(r"^step (\d+) of", output, re.M)]
@@ -165,7 +169,7 @@ def test_info_threads_names_every_task_with_its_universe(server, trace):
 @needs_gdb
 def test_registers_are_the_trace_state_at_the_step(server, trace):
     out = gdb(server, "break kgr_user_safe", "continue", "monitor when", "info registers rip rsp rbx",
-              "thread 5", "info registers rip rsp rbx")
+              f"thread {tid_of(trace, 'kfreezerd') + 1}", "info registers rip rsp rbx")
     (step,) = steps(out)
     shown = [(int(a, 16), int(b, 16), int(c, 16)) for a, b, c in
              re.findall(r"^rip +(0x[0-9a-f]+).*\nrsp +(0x[0-9a-f]+).*\nrbx +(0x[0-9a-f]+)", out, re.M)]
@@ -175,8 +179,8 @@ def test_registers_are_the_trace_state_at_the_step(server, trace):
         regs = rp.regs()
         assert shown[0] == (regs["rip"], regs["rsp"], regs["rbx"])
         assert regs["rip"] == trace.image.address("kgr_user_safe")
-        # thread 5 is tid 4, switched out: where the kernel's own unwinder says it resumes
-        task = rp.kernel.task(4)
+        # kfreezerd is switched out: where the kernel's own unwinder says it resumes
+        task = rp.kernel.task(tid_of(trace, "kfreezerd"))
         frames, _ = task.unwind()
         assert shown[1][0] == frames[0]
     finally:
@@ -184,15 +188,16 @@ def test_registers_are_the_trace_state_at_the_step(server, trace):
 
 
 @needs_gdb
-def test_bt_names_the_source_functions_of_the_running_and_a_sleeping_task(server):
-    out = gdb(server, "break kgr_user_safe", "continue", "bt", "thread 4", "bt")
-    first, second = out.split("[Switching to thread 4")
+def test_bt_names_the_source_functions_of_the_running_and_a_sleeping_task(server, trace):
+    reader = tid_of(trace, "pipe-reader") + 1
+    out = gdb(server, "break kgr_user_safe", "continue", "bt", f"thread {reader}", "bt")
+    first, second = out.split(f"[Switching to thread {reader}")
     names = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\w+) \(", first, re.M)
     assert names[:3] == ["kgr_user_safe", "exit_to_user_mode_loop", "entry_SYSCALL_64"], first
     line = int(re.search(r"kgr_user_safe \(kind=.*\) at \./kgraft\.c:(\d+)", first).group(1))
     text = (FIRMWARE_DIR / "kgraft.c").read_text().splitlines()[line - 1]
     assert f"{line}\t{text}" in first                      # the source line itself, from firmware/
-    # thread 4 is pipe-reader, asleep in its read()
+    # pipe-reader, asleep in its read()
     names = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\w+) \(", second, re.M)
     assert names[0] == "schedule" and "pipe_wait_readable" in names, second
 
@@ -200,8 +205,9 @@ def test_bt_names_the_source_functions_of_the_running_and_a_sleeping_task(server
 @needs_gdb
 def test_stepi_in_a_switched_out_task_runs_until_that_task_has_run_one_instruction(server, trace):
     """gdb's `vCont;s:TID;c`: the task steps, the others run on.  kfreezerd
-    (thread 5) sleeps; its saved frame says where it resumes."""
-    out = gdb(server, "break kgr_user_safe", "continue", "delete", "monitor when", "thread 5",
+    sleeps; its saved frame says where it resumes."""
+    tid = tid_of(trace, "kfreezerd")
+    out = gdb(server, "break kgr_user_safe", "continue", "delete", "monitor when", f"thread {tid + 1}",
               "info registers rip rsp", "stepi", "monitor when", "info registers rip rsp", "info threads")
     before, after = steps(out)
     (rip, rsp), (rip_after, _) = [(int(a, 16), int(b, 16)) for a, b in
@@ -216,7 +222,7 @@ def test_stepi_in_a_switched_out_task_runs_until_that_task_has_run_one_instructi
         assert after == resumed + 1 and rip_after == rp.regs()["rip"]
     finally:
         rp.close()
-    assert re.search(r"^\* 5 +Thread 5 \(kfreezerd, tid 4", out, re.M)
+    assert re.search(rf"^\* {tid + 1} +Thread {tid + 1} \(kfreezerd, tid {tid},", out, re.M)
 
 
 @needs_gdb
