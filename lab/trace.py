@@ -92,13 +92,14 @@ import pathlib
 import re
 import struct
 import tempfile
+import weakref
 import zipfile
 import zlib
 from dataclasses import dataclass
 
 from . import events as ev
 from .errors import GuestFault, KernelPanic, LabError
-from .image import Image
+from .image import PAD_SIZE, Image
 from .kernel import Kernel, TaskState
 from .machine import GPRS, RAM_BASE, RAM_END, Machine
 
@@ -205,6 +206,7 @@ class _TouchedPages:
             self._fd = os.open("/proc/self/pagemap", os.O_RDONLY)
         except OSError:
             return
+        self._closer = weakref.finalize(self, os.close, self._fd)   # a recorder is not closed: its GC closes this
         if known is not None and not self.read()[1][known]:
             self.close()
 
@@ -223,7 +225,7 @@ class _TouchedPages:
 
     def close(self):
         if self._fd is not None:
-            os.close(self._fd)
+            self._closer()
             self._fd = None
 
 
@@ -299,9 +301,11 @@ class Observer:
         leaving = {}
         for pad, (old, new) in transition.funcs.items():
             version, target = ("old", old) if transition.target == 1 else ("new", new)
-            start = pad if target is None else target
-            sym = self.system.image.function_at(start) if target is None else None
-            size = sym.size if sym else 1
+            # the original body begins after the pad: a task stopped on the
+            # pad itself has not entered it, and runs the pad's new target
+            start = pad + PAD_SIZE if target is None else target
+            sym = self.system.image.function_at(pad) if target is None else None
+            size = sym.size - PAD_SIZE if sym else 1
             if target is not None:
                 mod = self.system.modules.module_at(target)
                 f = mod.function_at(target) if mod else None
