@@ -226,6 +226,35 @@ def test_stepi_in_a_switched_out_task_runs_until_that_task_has_run_one_instructi
 
 
 @needs_gdb
+def test_stepi_over_a_switch_out_stays_with_the_task_both_ways(server, trace, image):
+    """stepi over the instruction that takes a task off the CPU (the load
+    of the next task's stack pointer in __switch_to_asm) ends where that
+    task comes back, about to pop what it saved; reverse-stepi from there
+    goes back to it.  The thread stays the same all along."""
+    sym = image.function("__switch_to_asm")
+    load = next(i for i in disassemble(image.read(sym.address, sym.size), sym.address)
+                if i.text == f"mov rsp, qword ptr [rsi + {image.const('TASK_thread_sp'):#x}]")
+    out = gdb(server, "break kgr_user_safe", "continue", "delete", f"break *{load.address:#x}", "continue",
+              "delete", "monitor when", "thread", "stepi", "monitor when", "thread", "printf \"pc %#lx\\n\", $pc",
+              "reverse-stepi", "monitor when", "thread", "printf \"pc %#lx\\n\", $pc")
+    left, back, again = steps(out)
+    threads = re.findall(r"^\[Current thread is (\d+) ", out, re.M)
+    assert len(threads) == 3 and len(set(threads)) == 1
+    assert re.findall(r"^pc (0x[0-9a-f]+)$", out, re.M) == [hex(load.address + load.size), hex(load.address)]
+    tid = int(threads[0]) - 1
+    rp = trace.replayer()
+    try:
+        rp.seek(left + 1)
+        saved = rp.machine.u64(rp.kernel.task(tid)._field("thread_sp"))
+        while (rp.regs()["rip"], rp.regs()["rsp"]) != (load.address + load.size, saved):
+            rp.seek(rp.clock + 1)
+        assert back == rp.clock > left + 1
+    finally:
+        rp.close()
+    assert again == left
+
+
+@needs_gdb
 def test_continue_and_reverse_continue_stop_at_the_same_breakpoint_across_a_keyframe(server, trace):
     out = gdb(server, "break kgr_patch_kernel", "continue", "monitor when", "printf \"pc %#lx\\n\", $pc",
               "break kgr_user_safe", "continue", "monitor when",

@@ -235,7 +235,7 @@ class Session:
         if how == "s":
             stop = t.step_thread(tid if tid is not None else self._c_tid(), poll)
         elif how == "bs":
-            stop = t.step_backward()
+            stop = t.step_thread_backward(self._c_tid())
         else:
             stop = t.continue_forward(poll) if how == "c" else t.continue_backward(poll)
         self.g_thread = self.c_thread = None

@@ -14,6 +14,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from ..disasm import disassemble
 from ..errors import LabError
 from ..kernel import TaskState
 from ..machine import RAM_BASE, RAM_END
@@ -219,21 +220,88 @@ class TraceTarget:
 
     def step_thread(self, tid, interrupted=lambda: False):
         """One instruction of task tid, as gdb's `vCont;s:TID;c` asks: the
-        task steps, the others run on.  A switched-out task runs its next
-        instruction once the replay resumes it, in the state its saved
-        frame shows (registers()): the step after that is where it stops,
-        unless a breakpoint or a watched change comes first."""
-        if tid == self.cpu_tid():
-            return self.step_forward()
-        self.thread(tid)
-        regs = self.registers(tid)
-        resume = (regs["rip"], regs["rsp"])
-        if None in resume:           # no saved frame to resume from: the machine steps
-            return self.step_forward()
+        task steps, the others run on.  The task the CPU runs steps with the
+        machine, unless that instruction switched it out (the load of the
+        next task's stack pointer in __switch_to_asm): then it stops where
+        the task comes back, about to pop what it saved.  A switched-out
+        task runs its next instruction once the replay has resumed it into
+        the state its saved frame shows (registers()): it stops one step
+        after that.  A breakpoint or a watched change on the way stops
+        first."""
         if self.step >= self.trace.end:
             return Stop.END
+        switch = self._switch()
+        if tid == self.cpu_tid():
+            saved_sp = self._thread_sp(tid)
+            self._seek(self.step + 1)
+            if switch is None or saved_sp is None or self.cpu_tid() == tid or self.step >= self.trace.end:
+                return Stop.STEP
+            if self.rip() in self.breakpoints:
+                return Stop.BREAKPOINT
+            back_sp = self._machine.u64(saved_sp)
+            return self._run_until(switch[1], back_sp.__eq__, 0, interrupted)
+        self.thread(tid)
+        regs = self.registers(tid)
+        if None in (regs["rip"], regs["rsp"]):       # no saved frame to resume from: the machine steps
+            return self.step_forward()
+        return self._run_until(regs["rip"], regs["rsp"].__eq__, 1, interrupted)
+
+    def step_thread_backward(self, tid):
+        """One instruction of task tid back (gdb's `bs` after `Hc`): the
+        step before this one if the task ran it; else, as the task came
+        back to the CPU at this step or is switched out, the load in
+        __switch_to_asm where it last left the CPU (found on its stack)."""
+        here = self.step
+        if here <= self.trace.start:
+            return Stop.BEGIN
+        switch = self._switch()
+        if tid == self.cpu_tid():
+            self._seek(here - 1)
+            if switch is None or self.cpu_tid() == tid:
+                return Stop.STEP
+        else:
+            self.thread(tid)
+        try:
+            lo, hi = self._kernel.task(tid).stack_range
+        except LabError:
+            lo = hi = None
+        found = None if lo is None else self._last_before(here - 1, switch[0], lambda sp: lo <= sp < hi)
+        if found is None:
+            self._seek(here)
+            return Stop.BEGIN
+        self._seek(found)
+        return Stop.STEP
+
+    def _switch(self):
+        """(the address of __switch_to_asm's load of the next task's stack
+        pointer, the address after it): where a task leaves the CPU, and
+        where it comes back.  None if the image has no such instruction."""
+        if not hasattr(self, "_switch_at"):
+            self._switch_at = None
+            img = self.trace.image
+            sym = img.lookup("__switch_to_asm")
+            if sym is not None:
+                field = f"+ {img.const('TASK_thread_sp'):#x}]"
+                for insn in disassemble(img.read(sym.address, sym.size), sym.address):
+                    if insn.mnemonic == "mov" and insn.operands.startswith("rsp, qword ptr [") \
+                            and insn.operands.endswith(field):
+                        self._switch_at = (insn.address, insn.address + insn.size)
+        return self._switch_at
+
+    def _thread_sp(self, tid):
+        """The address of the task's saved stack pointer (task_struct.thread.sp), or None."""
+        try:
+            return self._kernel.task(tid)._field("thread_sp")
+        except LabError:
+            return None
+
+    def _run_until(self, address, sp_test, after, interrupted):
+        """Forward to the first step after this one where RIP is address
+        and rsp passes sp_test, and `after` steps more; a breakpoint or a
+        watched change on the way stops first."""
+        resume = (address, sp_test)
         if self.watchpoints:
-            return self._watch_forward(interrupted, resume)
+            return self._watch_forward(interrupted, resume, after)
         hits, resumed, stopped = self._scan(self.step + 1, self.trace.end, first=True, interrupted=interrupted,
                                             resume=resume)
         if not (hits or resumed):
@@ -242,7 +310,20 @@ class TraceTarget:
         if at in hits:
             self._seek(at)
             return Stop.BREAKPOINT
-        return self._seek_or_end(at + 1)
+        return self._seek_or_end(at + after)
+
+    def _last_before(self, hi, address, sp_test):
+        """The last step at or before hi where RIP is address and rsp passes
+        sp_test, keyframe interval by keyframe interval, the latest first; or None."""
+        t = self.trace
+        while hi >= t.start:
+            lo = max(t.keyframe_for(hi).at, t.start)
+            _, resumed, _ = self._scan(lo, hi, first=False, interrupted=lambda: False, resume=(address, sp_test),
+                                       points=set())
+            if resumed:
+                return max(resumed)
+            hi = lo - 1
+        return None
 
     def _seek_or_end(self, step):
         if step > self.trace.end:
@@ -303,10 +384,11 @@ class TraceTarget:
                 return address
         return None
 
-    def _watch_forward(self, interrupted, resume=None):
+    def _watch_forward(self, interrupted, resume=None, after=1):
         """Step by step: a watched range that changed, like a watchpoint
-        that fires after the writing instruction retired; a breakpoint; the
-        step after the state `resume` (rip, rsp) (step_thread)."""
+        that fires after the writing instruction retired; a breakpoint; with
+        resume (an address and a test of rsp), `after` steps after the first
+        step there (_run_until)."""
         before, end = self._watched(), self.trace.end
         while self.step < end:
             self._seek(self.step + 1)
@@ -318,8 +400,8 @@ class TraceTarget:
             rip = self.rip()
             if rip in self.breakpoints:
                 return Stop.BREAKPOINT
-            if resume is not None and (rip, self._machine.reg("rsp")) == resume:
-                return self._seek_or_end(self.step + 1)
+            if resume is not None and rip == resume[0] and resume[1](self._machine.reg("rsp")):
+                return self._seek_or_end(self.step + after)
             before = now
             if self.step % WATCH_POLL == 0 and interrupted():
                 return Stop.INTERRUPT
@@ -351,9 +433,10 @@ class TraceTarget:
                 return (hi + 1, Stop.INTERRUPT), first
         return found, first
 
-    def _scan(self, lo, hi, *, first, interrupted, resume=None):
-        """The steps in lo..hi where RIP is a breakpoint, and those where
-        the state is `resume` (rip, rsp): a code hook at each address notes
+    def _scan(self, lo, hi, *, first, interrupted, resume=None, points=None):
+        """The steps in lo..hi where RIP is a breakpoint (or one of points),
+        and those where RIP is resume's address and rsp passes its test: a
+        code hook at each address notes
         the steps the replay runs it at, and every place a pass ends is
         looked at directly.  A pass never crosses a keyframe by more than one
         step: seeking onto a keyframe restores it rather than running into
@@ -361,16 +444,16 @@ class TraceTarget:
         resume steps, interrupted); with first, it stops at the first pass
         with either."""
         m, t = self._machine, self.trace
-        points = {a for a in self.breakpoints if RAM_BASE <= a < RAM_END}
+        points = {a for a in (self.breakpoints if points is None else points) if RAM_BASE <= a < RAM_END}
         hits, resumed = set(), set()
         if hi < lo:
             return hits, resumed, False
-        back_at, back_sp = resume or (None, None)
+        back_at, sp_test = resume or (None, None)
 
         def look(now, address, rsp):
             if address in points:
                 hits.add(now)
-            if address == back_at and rsp() == back_sp:
+            if address == back_at and sp_test(rsp()):
                 resumed.add(now)
 
         def seen(address):
