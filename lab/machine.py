@@ -685,6 +685,61 @@ class Machine:
         self._write_interrupt(frame, rflags & ~X86_EFLAGS_IF, entry)   # rsp, rflags, rip
         self._cpu = None if self._running else (entry, frame, rflags & ~X86_EFLAGS_IF)
 
+    # ---- RAM as a whole ----
+    def replace_ram(self, data):
+        """Make RAM hold data (bytes-like, all of RAM), between slices: only
+        the pages that differ are copied, and only their translated blocks
+        dropped (a store from Python is not seen by the translation cache,
+        UNICORN.md), so code that did not change keeps its translation, which
+        a flush of everything would make every block pay for again."""
+        if self.closed:
+            raise MachineError("this machine was closed; boot a new system")
+        if self._running:
+            raise MachineError("RAM is replaced between slices, not from inside a hook")
+        if len(data) != len(self.ram):
+            raise MachineError(f"{len(data):,} bytes for {len(self.ram):,} bytes of RAM")
+        buf = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+        if isinstance(buf, bytes):
+            there = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
+            self._copy_changed_pages(there)
+        else:
+            view = ctypes.c_char.from_buffer(buf)
+            try:
+                self._copy_changed_pages(ctypes.addressof(view))
+            finally:
+                del view
+        self._note_write()
+
+    def _copy_changed_pages(self, there):
+        """Copy into RAM the pages where the RAM-sized buffer at address
+        `there` differs, adjacent ones merged, and drop their translations."""
+        memcmp = getattr(Machine, "_memcmp", None)
+        if memcmp is None:
+            memcmp = ctypes.CDLL(None).memcmp
+            memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+            memcmp.restype = ctypes.c_int
+            Machine._memcmp = memcmp
+        here = ctypes.addressof(self._ram)
+        runs = []            # [start, end) offsets of changed pages, adjacent ones merged
+        # blocks of 256 KiB, then 16 KiB, then pages: few calls where nothing changed
+        todo = [(lo, min(lo + self._SNAPSHOT_BLOCK, len(self.ram))) for lo in range(0, len(self.ram),
+                                                                                   self._SNAPSHOT_BLOCK)]
+        for step in (1 << 14, 1 << 12):
+            found = []
+            for lo, hi in todo:
+                if memcmp(here + lo, there + lo, hi - lo):
+                    found += [(p, min(p + step, hi)) for p in range(lo, hi, step)]
+            todo = found
+        for lo, hi in todo:
+            if memcmp(here + lo, there + lo, hi - lo):
+                if runs and runs[-1][1] == lo:
+                    runs[-1][1] = hi
+                else:
+                    runs.append([lo, hi])
+        for lo, hi in runs:
+            ctypes.memmove(here + lo, there + lo, hi - lo)
+            self._uc.ctl_remove_cache(RAM_BASE + lo, RAM_BASE + hi)
+
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
     _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", *_REGISTER_FUNCTIONS)
@@ -721,32 +776,7 @@ class Machine:
             # checked before anything changes: a removed hook cannot be added back (its address is not kept)
             raise MachineError(f"{len(gone)} code hook(s) of the snapshot were removed since it was taken; "
                                "they cannot be brought back: take the snapshot again after removing them")
-        memcmp = getattr(Machine, "_memcmp", None)
-        if memcmp is None:
-            memcmp = ctypes.CDLL(None).memcmp
-            memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-            memcmp.restype = ctypes.c_int
-            Machine._memcmp = memcmp
-        here, there = ctypes.addressof(self._ram), ctypes.addressof(snap["ram"])
-        runs = []            # [start, end) offsets of changed pages, adjacent ones merged
-        # blocks of 256 KiB, then 16 KiB, then pages: few calls where nothing changed
-        todo = [(lo, min(lo + self._SNAPSHOT_BLOCK, len(self.ram))) for lo in range(0, len(self.ram),
-                                                                                   self._SNAPSHOT_BLOCK)]
-        for step in (1 << 14, 1 << 12):
-            found = []
-            for lo, hi in todo:
-                if memcmp(here + lo, there + lo, hi - lo):
-                    found += [(p, min(p + step, hi)) for p in range(lo, hi, step)]
-            todo = found
-        for lo, hi in todo:
-            if memcmp(here + lo, there + lo, hi - lo):
-                if runs and runs[-1][1] == lo:
-                    runs[-1][1] = hi
-                else:
-                    runs.append([lo, hi])
-        for lo, hi in runs:
-            ctypes.memmove(here + lo, there + lo, hi - lo)
-            self._uc.ctl_remove_cache(RAM_BASE + lo, RAM_BASE + hi)
+        self._copy_changed_pages(ctypes.addressof(snap["ram"]))
         for handle in [h for h in self._code_hooks if h not in state["_code_hooks"]]:
             self._uc.hook_del(handle)
         # protections: undo what was protected since, then redo what was lifted since

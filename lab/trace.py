@@ -1589,8 +1589,9 @@ class Replayer:
         t = self.trace
         m, k = self.machine, self.kernel
         try:
-            m.ram[:] = t.ram_at(frame)
-            m.flush_translations()
+            # only the pages that differ, and only their translations dropped:
+            # the replay from here runs on the code already translated
+            m.replace_ram(t.ram_at(frame))
             _set_protections(m, frame.read_only, frame.guards)
             with m.replayable():
                 m.set_regs(**frame.regs)

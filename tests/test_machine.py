@@ -258,3 +258,23 @@ def test_a_saved_context_restores_the_registers(machine):
     machine.restore_context(ctx)
     regs = machine.regs()
     assert (regs["rax"], regs["rbx"], regs["rip"]) == (1, 2, CODE)
+
+
+def test_replacing_ram_runs_the_new_code_and_keeps_what_did_not_change(machine, calls):
+    """replace_ram() copies only the pages that differ and drops only their
+    translations: the code replaced runs as it now is, the rest as before."""
+    load(machine, mov_edi(1) + hypercall(1) + "e9" + struct.pack("<i", 0x1000 - 12 - 5).hex())  # ...; jmp ENTRY
+    load(machine, mov_edi(2) + hypercall(2) + HLT, ENTRY)
+    machine.run(100, rip=CODE)
+    assert [(nr, rdi) for nr, _clock, rdi in calls] == [(1, 1), (2, 2)]
+    image = bytearray(machine.ram)
+    off = CODE - RAM_BASE
+    image[off:off + 5] = bytes.fromhex(mov_edi(7))           # the first page's code, changed
+    image[RAM_END - RAM_BASE - 8:] = b"\xaa" * 8               # data in the last page
+    machine.replace_ram(image)
+    assert bytes(machine.ram) == bytes(image)
+    calls.clear()
+    machine.run(100, rip=CODE)
+    assert [(nr, rdi) for nr, _clock, rdi in calls] == [(1, 7), (2, 2)]
+    with pytest.raises(lab.LabError, match="bytes for"):
+        machine.replace_ram(b"\0" * 10)
