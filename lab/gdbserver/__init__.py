@@ -4,11 +4,15 @@
     gdb firmware/kernel.elf -ex 'target remote :PORT'
 
 gdb then shows the recorded kernel with its sources, as rr's replay server
-shows a recorded process: the tasks are threads (named in `info threads`),
+shows a recorded process: the tasks are threads (the protocol's thread id is
+the tid plus one; `info threads` names each task, its universe and state),
 `stepi` and `continue` run the recording forward one retired instruction, or
 to a breakpoint or a `watch`ed change, and `reverse-stepi` and
-`reverse-continue` run it back.  A step is the lab's clock: the trace's step
-N is the machine about to run instruction N; `monitor when` tells it.  The
+`reverse-continue` run it back.  Stepping stays in the selected task: over
+the instruction that switches it out, `stepi` stops where it comes back, and
+`reverse-stepi` from there returns to it.  A step is the lab's clock: the
+trace's step N is the machine about to run instruction N; `monitor when`
+tells it.  The
 server only reads the recording: a write is refused.  The image's line table
 names its sources relative to firmware/ (`./kgraft.c`), so gdb shows source
 lines when run there or given `-ex 'directory firmware'`.
