@@ -91,6 +91,10 @@ def server(trace):
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield srv
+    try:
+        srv.sock.shutdown(socket.SHUT_RDWR)     # wakes an accept() still waiting, as close() alone may not
+    except OSError:
+        pass
     srv.sock.close()
     thread.join(30)
     assert not failures, failures
