@@ -86,8 +86,11 @@ static notrace void irqentry_exit(struct pt_regs *regs)
 {
 	if (user_mode(regs))
 		irqentry_exit_to_user_mode(regs);
-	else if (READ_ONCE(need_resched) && (regs->flags & X86_EFLAGS_IF) && !READ_ONCE(preempt_count))
-		preempt_schedule_irq();	/* irqentry_exit_cond_resched() */
+	else if (READ_ONCE(need_resched) && (regs->flags & X86_EFLAGS_IF) && !READ_ONCE(preempt_count) &&
+		 !(current->flags & PF_IDLE))
+		/* irqentry_exit_cond_resched(); the idle task runs with preemption
+		 * off, as Linux's do_idle() does, and schedules by itself */
+		preempt_schedule_irq();
 }
 
 notrace void do_IRQ(struct pt_regs *regs)

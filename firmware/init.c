@@ -14,6 +14,7 @@ void user_cat_main(void);
 void user_reader_main(void);
 void user_hammer_main(void);
 void start_kmodloader(void);
+void start_klp_worker(void);
 void do_boot_modules(void);
 void setup_writeback(void);
 
@@ -156,6 +157,8 @@ void start_kernel(void)
 	do_boot_modules();	/* patches applied at boot, before any task exists */
 	workloads[i].setup();
 	start_kmodloader();
+	if (klp_mode == KLP_MODE_UPSTREAM)
+		start_klp_worker();
 	{ extern int nr_tasks; printk(KERN_INFO "workload %s: %d tasks\n", workloads[i].name, nr_tasks); }
 	system_state = SYSTEM_RUNNING;
 	hypercall0(HC_BOOTED);

@@ -10,6 +10,14 @@
 #include "kernel.h"
 #include "kgraft.h"
 
+/* The consistency model, chosen at boot (written by the lab before the
+ * kernel runs): 0 kGraft's, every annotated safe point moves its task;
+ * KLP_MODE_UPSTREAM upstream's (kernel/livepatch/transition.c): only the
+ * exit to user mode and the idle loop move a task by itself, sleeping
+ * tasks are switched by klp_try_switch_task()'s stack check, and the
+ * interrupt context has no universe of its own. */
+int klp_mode;
+
 static notrace void kgr_mark_task_safe(int kind)
 {
 	current->kgr_universe = kgr_target_universe;
@@ -22,6 +30,10 @@ static notrace void kgr_mark_task_safe(int kind)
  * inside its wait_event_interruptible() condition. */
 notrace void kgr_task_safe(void)
 {
+	/* upstream honours no annotation; its idle loop moves the idle task
+	 * (klp_update_patch_state() in do_idle()) */
+	if (klp_mode == KLP_MODE_UPSTREAM && !(current->flags & PF_IDLE))
+		return;
 	if (unlikely(kgr_task_in_progress(current)))
 		kgr_mark_task_safe(KGR_SAFE_TASK);
 }
@@ -38,12 +50,16 @@ notrace void kgr_user_safe(int kind)
 
 notrace void kgr_worker_safe(void)
 {
+	if (klp_mode == KLP_MODE_UPSTREAM)
+		return;
 	if (unlikely(kgr_task_in_progress(current)))
 		kgr_mark_task_safe(KGR_SAFE_WORKER);
 }
 
 notrace void kgr_freezer_safe(void)
 {
+	if (klp_mode == KLP_MODE_UPSTREAM)
+		return;
 	if (unlikely(kgr_task_in_progress(current)))
 		kgr_mark_task_safe(KGR_SAFE_FREEZER);
 }
@@ -52,6 +68,8 @@ u8 kgr_irq_migrated_by;
 
 notrace void kgr_irq_safe(void)
 {
+	if (klp_mode == KLP_MODE_UPSTREAM)
+		return;
 	kgr_irq_universe = kgr_target_universe;
 	kgr_irq_migrated_by = KGR_SAFE_IRQ;
 	hypercall2(HC_KGR_SAFE, -1, KGR_SAFE_IRQ);

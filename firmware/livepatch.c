@@ -14,6 +14,7 @@
 #define pr_fmt(fmt) "livepatch: " fmt
 #include "kernel.h"
 #include "livepatch.h"
+#include "kgraft.h"
 
 #define KLP_UNDEFINED -1
 #define KLP_UNPATCHED 0
@@ -679,4 +680,174 @@ static ssize_t ftrace_enabled_store(void *data, const char *buf)
 struct file *ftrace_enabled_open(void)
 {
 	return seq_file_open(ftrace_enabled_show, ftrace_enabled_store, NULL, false);
+}
+
+/* ---- upstream's consistency model (kernel/livepatch/transition.c) ----
+ *
+ * With klp_mode == KLP_MODE_UPSTREAM the transition is driven from here,
+ * as upstream drives it from klp_transition_work: every second each task
+ * still in the old universe is switched if it is not running and its
+ * stack holds none of the functions it would leave (klp_try_switch_task());
+ * after SIGNALS_TIMEOUT tries the remaining ones get the fake signal.  The
+ * lab writes what this needs when a transition starts or reverses: the
+ * address ranges a task's stack must not hold, and a generation number.
+ */
+#define SIGNALS_TIMEOUT 15
+#define KLP_MAX_RANGES 64
+
+unsigned long klp_check_ranges[KLP_MAX_RANGES][2];	/* [start, end) */
+int klp_nr_check_ranges;
+volatile int klp_work_active;		/* a transition is in progress */
+volatile unsigned long klp_work_generation;	/* bumped at every start and reversal */
+static unsigned long klp_seen_generation;
+static int klp_signals_cnt;
+static DECLARE_WAIT_QUEUE_HEAD(klp_work_wq);
+
+extern char _stext[], _etext[], irq_return_site[], stop_return_site[], reschedule_return_site[];
+
+static bool klp_in_check_ranges(unsigned long addr)
+{
+	int i;
+
+	for (i = 0; i < klp_nr_check_ranges && i < KLP_MAX_RANGES; i++)
+		if (addr >= klp_check_ranges[i][0] && addr < klp_check_ranges[i][1])
+			return true;
+	return false;
+}
+
+static bool klp_kernel_text(unsigned long addr)
+{
+	if (addr >= (unsigned long)_stext && addr < (unsigned long)_etext)
+		return true;
+	/* a module's code (module space holds nothing else that runs) */
+	return addr >= MODULES_VADDR && addr < MODULES_END;
+}
+
+/* The frame-pointer form of a reliable stack walk (upstream's
+ * arch_stack_walk_reliable()): 0 if the stack is clean, -EADDRINUSE if it
+ * holds a function of the transition, -EINVAL if it cannot be trusted (an
+ * interrupt frame in the middle of the kernel stack: the interrupted
+ * function may not have set up its frame yet). */
+static notrace int klp_check_stack(struct task_struct *task)
+{
+	unsigned long lo = task->stack_top - KSTACK_SIZE, hi = task->stack_top;
+	unsigned long rbp, ret;
+	int depth = 0;
+
+	if (task == current) {
+		rbp = (unsigned long)__builtin_frame_address(0);
+		ret = (unsigned long)__builtin_return_address(0);
+	} else {
+		unsigned long sp = task->thread.sp;
+
+		if (sp < lo || sp + 8 * 8 > hi)
+			return -EINVAL;
+		/* what __switch_to_asm pushed: r15 r14 r13 r12 rbx rbp flags, ret */
+		rbp = ((unsigned long *)sp)[5];
+		ret = ((unsigned long *)sp)[7];
+	}
+	for (;;) {
+		if (klp_in_check_ranges(ret))
+			return -EADDRINUSE;
+		if (rbp < lo || rbp + 16 > hi || ++depth > 64)
+			return 0;
+		ret = ((unsigned long *)rbp)[1];
+		if (ret == (unsigned long)irq_return_site || ret == (unsigned long)stop_return_site ||
+		    ret == (unsigned long)reschedule_return_site) {
+			struct pt_regs *regs = (struct pt_regs *)(rbp + 16);
+
+			if (user_mode(regs))
+				return 0;	/* the kernel stack ends at the user's frame */
+			return -EINVAL;
+		}
+		if (!klp_kernel_text(ret))
+			return 0;
+		rbp = ((unsigned long *)rbp)[0];
+	}
+}
+
+/* Switch one task if it is safe (klp_try_switch_task()); true when it is
+ * in the target universe afterwards. */
+static notrace bool klp_try_switch_task(struct task_struct *task)
+{
+	u8 target = kgr_target_universe;
+
+	if (task->kgr_universe == target)
+		return true;
+	if (klp_check_stack(task))
+		return false;
+	task->kgr_universe = target;
+	task->kgr_migrated_by = KGR_SAFE_STACK_CHECK;
+	hypercall2(HC_KGR_SAFE, task->tid, KGR_SAFE_STACK_CHECK);
+	return true;
+}
+
+/* klp_send_signals(): user tasks get the fake signal, kthreads a wake-up. */
+static void klp_send_signals(void)
+{
+	int i;
+
+	if (klp_signals_cnt == SIGNALS_TIMEOUT)
+		pr_notice("signaling remaining tasks\n");
+	for (i = 0; i < NR_TASKS; i++) {
+		struct task_struct *p = &tasks[i];
+
+		if (p->state == TASK_UNUSED || p->state == TASK_DEAD || p->flags & PF_IDLE ||
+		    p->kgr_universe == kgr_target_universe)
+			continue;
+		if (p->flags & PF_KTHREAD)
+			wake_up_process(p);
+		else
+			signal_wake_up(p);
+	}
+}
+
+static void klp_try_complete_transition(void)
+{
+	bool complete = true;
+	int i;
+
+	if (klp_seen_generation != klp_work_generation) {
+		klp_seen_generation = klp_work_generation;
+		klp_signals_cnt = 0;
+	}
+	for (i = 0; i < NR_TASKS; i++) {
+		struct task_struct *p = &tasks[i];
+
+		if (p->state == TASK_UNUSED || p->state == TASK_DEAD)
+			continue;
+		if (!klp_try_switch_task(p))
+			complete = false;
+	}
+	if (!complete) {
+		if (klp_signals_cnt && !(klp_signals_cnt % SIGNALS_TIMEOUT))
+			klp_send_signals();
+		klp_signals_cnt++;
+		return;
+	}
+	/* every task moved: a klp patch completes here; a kGraft patch's
+	 * transition the lab completes at the next slice */
+	if (klp_transition_patch)
+		klp_complete_transition();
+}
+
+/* klp_transition_work: tries at once when a transition starts (the lab
+ * wakes it), then once a second. */
+static int klp_worker_fn(void *arg)
+{
+	for (;;) {
+		wait_event_interruptible(klp_work_wq, READ_ONCE(klp_work_active));
+		if (!READ_ONCE(klp_work_active))
+			continue;
+		klp_try_complete_transition();
+		if (READ_ONCE(klp_work_active))
+			schedule_timeout(HZ);
+		kthread_iteration_done();
+	}
+	return 0;
+}
+
+void start_klp_worker(void)
+{
+	kthread_create(klp_worker_fn, NULL, "kworker/klp", 0);
 }

@@ -34,13 +34,13 @@ QUANTUM_RANGE = (QUANTUM_MIN, QUANTUM_MAX)
 MAX_SEED = 2**32 - 1
 WIDTH_RANGE = (600, 20_000)
 MAX_BOOT_PATCHES = 8                # start_kernel() has room for eight (boot_module_inits)
-MODELS = ("kgraft", "immediate", "stop-machine", "klp")
+MODELS = ("kgraft", "immediate", "stop-machine", "klp", "upstream")   # lab.livepatch.core.MODELS
 MAX_SCHEDULES = 1_000_000
 MAX_BOUND = 8                       # forced preemptions per explored schedule: C(instants, K) grows fast
 MAX_INSTANTS = 64
 MAX_WORKERS = 256
 MAX_LIST = {"--seeds": 32, "--quanta": 8, "--patch-at": 8, "--signal-after": 8}   # values of an explore list
-SIGNALLING_MODELS = ("kgraft", "klp")   # the others never send the fake signal while patching
+SIGNALLING_MODELS = ("kgraft", "klp")   # the lab sends the fake signal; upstream's kernel sends its own (15 s)
 RUN_DEFAULTS = {"instructions": 2_000_000, "patch_at": 1_000_000, "model": "kgraft"}
 
 

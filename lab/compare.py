@@ -20,7 +20,8 @@ MODEL_NOTES = {
     "immediate": "redirect at once, no consistency (Linux 4.0's first core)",
     "kgraft": "leave kernel / switch thread: per-task universes, safe points, fake signal",
     "stop-machine": "stop everything, check every stack, retry, give up (Ksplice, early kpatch)",
-    "klp": "upstream hybrid: stack check per task, kernel exit, fake signal",
+    "klp": "upstream hybrid approximated by the lab: kGraft's safe points plus a stack check",
+    "upstream": "upstream's model in the kernel: kernel exit, idle loop, stack check each second, signals at 15 s",
 }
 _SIGNALLING = {"kgraft", "klp"}
 

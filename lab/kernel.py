@@ -161,8 +161,9 @@ class Task:
         """(kernel frames innermost first, reliable) for this task, running
         or not.  An interrupt frame on the way makes the stack unreliable, as
         upstream's reliable unwinder says: the interrupted function may not
-        have pushed its frame yet, so the lab adds the address at the top of
-        the interrupted stack too, to stay on the safe side."""
+        have pushed its frame yet; when it has not (its prologue has not
+        run), the lab adds its caller, found at the top of the interrupted
+        stack."""
         k, m, img = self._k, self._m, self._k.image
         lo, hi = self.stack_top - k.c["KSTACK_SIZE_BYTES"], self.stack_top
         if self.is_current:
@@ -192,10 +193,13 @@ class Task:
                 reliable = False
                 ip, sp_int = m.u64(regs_at + k.c["PT_REGS_ip"]), m.u64(regs_at + k.c["PT_REGS_ip"] + 24)
                 frames.append(ip)
-                if lo <= sp_int < hi:
-                    top = m.u64(sp_int)
-                    if k.function_name(top) is not None:
-                        frames.append(top)
+                # interrupted before its prologue, a function has no frame
+                # yet: its caller is at [rsp].  Only then: a word at [rsp] of
+                # a function that has its frame may be a stale return address
+                # of an earlier call, and would name a function not running.
+                caller = self._frameless_caller({"rip": ip, "rsp": sp_int})
+                if caller is not None:
+                    frames.append(caller)
                 rbp = m.u64(regs_at + 4 * 8)    # pt_regs.bp
                 continue
             if k.function_name(ret) is None:

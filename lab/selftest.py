@@ -36,10 +36,10 @@ class SelftestError(LabError):
 class Selftest:
     """A booted kernel and the selftests' shell functions over it.  The
     defaults give the conditions the scripts assume: a quiet machine
-    whose transitions complete (klp model: sleeping tasks are switched
-    after a stack check)."""
+    running upstream's consistency model (the kernel's own transition
+    work switches sleeping tasks after a stack check)."""
 
-    def __init__(self, *, workload="quiet", model="klp", patches_dir=PATCHES, **boot_args):
+    def __init__(self, *, workload="quiet", model="upstream", patches_dir=PATCHES, **boot_args):
         self.system = boot(workload=workload, model=model, **boot_args)
         self.dir = pathlib.Path(patches_dir)
         self._mark = len(self.system.console)

@@ -1140,7 +1140,15 @@ class Trace:
 
     def ram_at(self, frame):
         """RAM as it was at a keyframe (a bytearray)."""
+        return bytearray(self._ram_bytes(frame))
+
+    def _ram_bytes(self, frame):
+        """ram_at() as bytes, shared with the next caller: no copy when the
+        same keyframe is asked for again (a seek restores it, verification
+        compares with it and then restores from it)."""
         cached_index, cached = self._ram_cache
+        if cached_index == frame.index:
+            return cached
         if cached_index is not None and cached_index <= frame.index and \
                 not any(f.full for f in self.keyframes[cached_index + 1:frame.index + 1]):
             ram, start = bytearray(cached), cached_index + 1
@@ -1150,7 +1158,8 @@ class Trace:
         for f in self.keyframes[start:frame.index + 1]:
             for page, chunk in self._pages(f):
                 ram[page * PAGE:(page + 1) * PAGE] = chunk
-        self._ram_cache = (frame.index, bytes(ram))
+        ram = bytes(ram)
+        self._ram_cache = (frame.index, ram)
         return ram
 
     def replayer(self):
@@ -1265,6 +1274,7 @@ class _Verifier:
         self._action_at = {a[0] for a in trace.actions}
         self._answer_at = [a[0] for a in trace.answers]
         self._patch_at = {e.at for e in trace.events if e.kind in ("patch", "transition-start")}
+        self._cores = (None, [], [])   # (link, recorded events, regenerated so far) as _core() dicts
 
     def close(self):
         if self._rp is not None:
@@ -1314,6 +1324,7 @@ class _Verifier:
     # ---- keyframe i from keyframe i-1 ----
     def _check_link(self, prev, frame):
         t = self.trace
+        self._cores = (None, [], [])
         rp = self._replayer()
         rp._restore(prev, t.actions[prev.seq:frame.seq])
         log = rp.kernel.log
@@ -1362,12 +1373,17 @@ class _Verifier:
         (before step `until` when the replay stopped there); the others must
         stand where the replay handed control to the lab."""
         t = self.trace
-        got = _without_repeats([_core(e) for e in regenerated])
+        # each event in the comparable form once per link, not once per piece:
+        # the regenerated events only grow while a link is checked
+        if self._cores[0] != prev.index:
+            self._cores = (prev.index, [_core(e) for e in t.events[prev.events:frame.events]], [])
+        _link, recorded, converted = self._cores
+        converted += [_core(e) for e in regenerated[len(converted):]]
+        got = _without_repeats(converted)
         kinds = REGENERATED | {d["kind"] for d in got}
         want, lab = [], []
         j = 0
-        for e in t.events[prev.events:frame.events]:
-            d = _core(e)
+        for e, d in zip(t.events[prev.events:frame.events], recorded):
             matched = j < len(got) and got[j] == d
             if d["kind"] not in kinds or (d["kind"] == "console" and not matched):
                 lab.append(e)      # the upper layers' events, the livepatch's log lines among them
@@ -1446,7 +1462,7 @@ def _state_difference(trace, frame, regs, kernel, ram, lab_pages=()):
     if kernel != frame.kernel:
         keys = sorted(k for k in set(kernel) | set(frame.kernel) if kernel.get(k) != frame.kernel.get(k))
         return f"kernel state {', '.join(keys)} differ"
-    stored = trace.ram_at(frame)
+    stored = trace._ram_bytes(frame)
     if regs != frame.regs:
         names = [n for n in GPRS if regs.get(n) != frame.regs.get(n)]
         if not (frame.lab and set(names) <= {"rip", "rsp", "rflags"} and _interrupted(stored, regs, frame.regs)):
@@ -1591,7 +1607,7 @@ class Replayer:
         try:
             # only the pages that differ, and only their translations dropped:
             # the replay from here runs on the code already translated
-            m.replace_ram(t.ram_at(frame))
+            m.replace_ram(t._ram_bytes(frame))
             _set_protections(m, frame.read_only, frame.guards)
             with m.replayable():
                 m.set_regs(**frame.regs)

@@ -29,6 +29,8 @@ typedef _Bool bool;
 /* Memory layout (kernel.ld places the image; these are the regions around it). */
 #define USER_STACKS_TOP   0x00600000UL  /* user stacks grow down from here */
 #define USER_STACK_SIZE   0x8000UL
+#define MODULES_VADDR     0x00600000UL  /* the module area the lab loads modules into */
+#define MODULES_END       0x007F0000UL  /* trampolines live above, to the end of RAM */
 #define KSTACK_SIZE       0x4000UL
 /* Below every kernel stack, a guard page the lab makes inaccessible, as
  * Linux's vmap stacks have one: an overflow faults instead of silently
@@ -196,6 +198,8 @@ extern u8 kgr_irq_universe;
 /* Written by the lab only (it owns the transition): read-only to the CPU,
  * so a module cannot flip it behind the core's back. */
 extern const volatile u8 kgr_target_universe;
+#define KLP_MODE_UPSTREAM 1
+extern int klp_mode;
 #define KSYM_NAME_LEN 128
 static inline bool kgr_task_in_progress(struct task_struct *p)
 {

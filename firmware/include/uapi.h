@@ -55,6 +55,7 @@ struct sigaction_u {
 #define EINVAL  22
 #define EMFILE  24
 #define ENOSYS  38
+#define EADDRINUSE 98
 
 /* Kernel-internal restart codes: never seen by user space. */
 #define ERESTARTSYS     512

@@ -14,7 +14,10 @@ from ..modules import ModuleError
 
 ENOENT, EAGAIN, EFAULT, EBUSY, EEXIST, EINVAL = 2, 11, 14, 16, 17, 22
 
-MODELS = ("kgraft", "immediate", "stop-machine", "klp")
+MODELS = ("kgraft", "immediate", "stop-machine", "klp", "upstream")
+# "klp": kGraft's safe points plus upstream's stack check, switched by the lab;
+# "upstream": the kernel's own firmware mode (klp_mode), upstream's model as
+# kernel/livepatch/transition.c has it, driven from inside the guest
 
 # stop-machine's cost, paid in emulated time by the stopped CPU (do_stop_cpu):
 # a rendezvous of the stopper threads (IPIs, a context switch into the stopper
@@ -81,6 +84,9 @@ class Livepatch:
         kernel.slice_hooks.append(self._after_slice)
         self.klp = Klp(self)
         self._signaled = None    # the transition "signaling remaining tasks" was said for
+        if model == "upstream":
+            # chosen at boot: the firmware runs upstream's consistency model
+            self.machine.set_u32(self.image.address("klp_mode"), self.image.const("KLP_MODE_UPSTREAM_NR"))
 
     @property
     def busy(self):
@@ -360,7 +366,10 @@ class Livepatch:
                               "the patch stays enabled and keeps its module loaded", level=4)
 
     def _hc_safe(self, tid, kind, _c):
-        if tid not in (self.kernel.current, IRQ, 2**64 - 1):
+        stack_check = self.model == "upstream" and kind == self.kernel.c["KGR_SAFE_STACK_CHECK_KIND"]
+        if stack_check and any(t.tid == tid and t.state.value not in ("dead", "unused") for t in self.kernel.tasks):
+            pass    # klp_try_switch_task() switched a task that is not running, after its stack check
+        elif tid not in (self.kernel.current, IRQ, 2**64 - 1):
             raise GuestFault(f"task {tid:#x} cannot move at a safe point: task {self.kernel.current} runs")
         t = self.transition
         if t is None:
@@ -440,6 +449,12 @@ class Livepatch:
         now = self.machine.clock
         if self.model == "klp" and now - (self._klp_last_check or t.started_at) >= KLP_CHECK_INTERVAL:
             self._klp_switch_sleepers(t)
+        if self.model == "upstream":
+            # the guest's transition work switches, signals and, for a klp
+            # patch, completes; a kGraft patch's completion is the lab's
+            if t.complete() and not t.patch.description.klp:
+                self._finish()
+            return
         if self.signal_after and now - t.last_signal_at >= self.signal_after and t.pending():
             self.send_fake_signals()
         if t.complete() and self.klp.completing is not t:
@@ -670,7 +685,7 @@ class Livepatch:
             self._waiting = (patch, funcs, target, verb, quiet)
             return None
         self._waiting = None
-        t = Transition(self.kernel, patch, funcs, target, self.machine.clock)
+        t = Transition(self.kernel, patch, funcs, target, self.machine.clock, upstream=self.model == "upstream")
         if self.on_transition is not None:
             self.on_transition(t)
         # every trampoline first: a full area refuses the patch before any
@@ -679,7 +694,9 @@ class Livepatch:
         try:
             for pad, (old, new) in funcs.items():
                 tramps[pad] = self.ftrace.alloc_trampoline(
-                    lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new), (old, new),
+                    lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new,
+                                                                 irq_universe=self.model != "upstream"),
+                    (old, new),
                     owner=self.kernel.function_name(pad))
         except FtraceError:
             for address in tramps.values():
@@ -690,10 +707,30 @@ class Livepatch:
         for pad, tramp in tramps.items():
             self.ftrace.set_call(pad, tramp)
         self.transition = t
+        if self.model == "upstream" and self.kernel.booted:
+            self._upstream_arm(t)
         self._log_start(t)
         if not quiet:        # klp: klp_start_transition() said it in the guest
             self._log(f"'{patch.name}': starting {verb} transition")
         return t
+
+    def _upstream_arm(self, t):
+        """Tell the guest's transition work what to check and wake it: the
+        functions a task's stack must not hold to switch (the ones it
+        leaves, klp_check_stack_func()), as address ranges."""
+        m, img = self.machine, self.image
+        ranges = self._patched_ranges(t.funcs, t.target)[:64]
+        base = img.address("klp_check_ranges")
+        for i, (lo, hi, _name) in enumerate(ranges):
+            m.set_u64(base + 16 * i, lo)
+            m.set_u64(base + 16 * i + 8, hi)
+        m.set_u32(img.address("klp_nr_check_ranges"), len(ranges))
+        m.set_u64(img.address("klp_work_generation"), m.u64(img.address("klp_work_generation")) + 1)
+        m.set_u32(img.address("klp_work_active"), 1)
+        worker = next((w for w in self.kernel.tasks if w.name == "kworker/klp"
+                       and w.state.value not in ("dead", "unused")), None)
+        if worker is not None:
+            self.kernel.kick(worker.tid, fake_signal=False)
 
     def _start(self, patch):
         desc = patch.description
@@ -734,6 +771,8 @@ class Livepatch:
             self.klp.complete(t)
             return
         self.klp.completing = None
+        if self.model == "upstream":
+            self.machine.set_u32(self.image.address("klp_work_active"), 0)
         verb = "patching" if t.target == 1 else "unpatching"
         if not klp:
             self._log(f"'{patch.name}': completing {verb} transition")
@@ -840,6 +879,8 @@ class Livepatch:
         after = "patching" if t.target == 1 else "unpatching"
         if not t.patch.description.klp:      # klp_reverse_transition() said it in the guest
             self._log(f"'{t.patch.name}': reversing transition from {before} to {after}")
+        if self.model == "upstream":
+            self._upstream_arm(t)
         self._set_state(t.patch, PatchState.TRANSITION if t.target == 1 else PatchState.REVERTING, "reversed")
 
     def force(self):

@@ -301,6 +301,10 @@ class Klp:
 
     def _hc_done(self, ptr, state, _c):
         t = self.completing
+        if t is None and self.lp.model == "upstream":
+            # upstream's transition work completed it in the guest itself
+            t = self.lp.transition if self.lp.transition is not None and self.lp.transition.complete() else None
+            self.completing = t
         if t is None or t.patch is not self._patch_at(ptr) or state != t.target:
             raise GuestFault(f"klp_complete_transition() for {ptr:#x}, whose transition the core did not end")
         self.lp._requests.append(("finish", t.patch))

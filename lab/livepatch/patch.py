@@ -91,7 +91,7 @@ class Patch:
         self.history.append((at, state.value))
 
 
-def trampoline_source(address, consts, old_target, new_target):
+def trampoline_source(address, consts, old_target, new_target, irq_universe=True):
     """The kGraft decision stub (kGraft's kgr_stub): called from a pad during a
     transition, it picks the old or the new function by the caller's universe,
     the interrupt context's own when it runs in an interrupt.  A target of
@@ -109,12 +109,15 @@ def trampoline_source(address, consts, old_target, new_target):
     # klp_ftrace_handler() under preempt_disable_notrace()): a tick inside
     # it does not switch tasks, so the universe read and the jump it picks
     # happen in one go.  `mov` leaves the flags of `test` alone.
-    return f"""
-        mov r11, {consts['preempt_count']:#x}
-        inc dword ptr [r11]
+    # Upstream has no universe of the interrupt context: klp_ftrace_handler()
+    # follows the current task's state in an interrupt too (irq_universe=False).
+    irq_check = f"""
         mov r11, {consts['irq_depth']:#x}
         cmp dword ptr [r11], 0
-        jne irq
+        jne irq""" if irq_universe else ""
+    return f"""
+        mov r11, {consts['preempt_count']:#x}
+        inc dword ptr [r11]{irq_check}
         mov r11, {consts['current_task']:#x}
         mov r11, qword ptr [r11]
         movzx r11d, byte ptr [r11 + {consts['TASK_kgr_universe']:#x}]
@@ -134,5 +137,5 @@ def trampoline_source(address, consts, old_target, new_target):
     """
 
 
-def build_trampoline(address, consts, old_target, new_target):
-    return assemble(trampoline_source(address, consts, old_target, new_target), address)
+def build_trampoline(address, consts, old_target, new_target, irq_universe=True):
+    return assemble(trampoline_source(address, consts, old_target, new_target, irq_universe), address)

@@ -63,7 +63,7 @@ class Transition:
     patching, 0 when unpatching).  Reversing flips the target and nothing else.
     """
 
-    def __init__(self, kernel, patch, funcs, target, at):
+    def __init__(self, kernel, patch, funcs, target, at, upstream=False):
         self.kernel = kernel
         self.patch = patch
         self.funcs = funcs
@@ -72,6 +72,7 @@ class Transition:
         self.migrated = {}       # tid -> Migration (IRQ for the interrupt context)
         self.signalled = set()   # tids sent a fake signal since the last reversal
         self.last_signal_at = at
+        self.upstream = upstream  # upstream's model: the idle task is waited for, no interrupt universe
         self._c = kernel.c
         self._target_addr = kernel.image.address("kgr_target_universe")
         self._irq_addr = kernel.image.address("kgr_irq_universe")
@@ -89,7 +90,7 @@ class Transition:
         patchable function (kgr_task_safe() and schedule() are notrace), and
         what interrupts run is covered by the interrupt's own flag."""
         return [t for t in self.kernel.tasks
-                if not t.is_idle and t.state not in (TaskState.DEAD, TaskState.UNUSED)]
+                if (self.upstream or not t.is_idle) and t.state not in (TaskState.DEAD, TaskState.UNUSED)]
 
     def universe_of(self, task):
         return task.kgr_universe
@@ -144,7 +145,7 @@ class Transition:
         return [t for t in self.tracked() if self.universe_of(t) != self.target]
 
     def complete(self):
-        return not self.pending() and self.irq_universe() == self.target
+        return not self.pending() and (self.upstream or self.irq_universe() == self.target)
 
     def send_fake_signals(self, at):
         """Upstream's klp_send_signals(): a fake signal to every user task
