@@ -289,6 +289,8 @@ def build_parser():
     t.add_argument("--width", type=_number("--width", *WIDTH_RANGE, "pixels"), default=1200, metavar="PX",
                    help=f"width of the picture (default 1200; {WIDTH_RANGE[0]:,} .. {WIDTH_RANGE[1]:,})")
     _add_image(t)
+    from . import gdbserver
+    gdbserver.add_parser(tsub)
 
     p = sub.add_parser("disasm", help="disassemble a kernel function")
     _add_image(p)
@@ -1049,6 +1051,9 @@ def check_trace(args):
 
 
 def cmd_trace(args, out):
+    if args.trace_command == "gdb":
+        from . import gdbserver
+        return gdbserver.main(args)      # it reports its own errors (exit status 2)
     from .viewer import open_trace
     img = check_trace(args)
     inspector = open_trace(args.file, image=img)

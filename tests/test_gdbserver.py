@@ -510,7 +510,8 @@ def test_python_m_lab_gdbserver_serves_one_gdb_and_exits_0(recording, elf):
     try:
         line = server.stdout.readline()
         port = int(re.fullmatch(rf"listening on 127\.0\.0\.1:(\d+); connect with: "
-                                rf"gdb {re.escape(str(elf))} -ex 'target remote :\1'\n", line).group(1))
+                                rf"gdb {re.escape(str(elf))} -ex 'directory {re.escape(str(elf.parent))}' "
+                                rf"-ex 'target remote :\1'\n", line).group(1))
         out = subprocess.run([GDB, "-nx", "-batch", "-ex", f"target remote :{port}", "-ex", "info threads",
                               "-ex", "detach", str(elf)], capture_output=True, text=True, timeout=60).stdout
         assert "swapper/0" in out
@@ -525,6 +526,7 @@ def test_the_server_prints_where_to_connect(trace):
     srv = gdbserver.GdbServer(trace, port=0)
     try:
         assert srv.connect_line == (f"listening on 127.0.0.1:{srv.port}; connect with: "
-                                    f"gdb firmware/kernel.elf -ex 'target remote :{srv.port}'")
+                                    f"gdb firmware/kernel.elf -ex 'directory firmware' "
+                                    f"-ex 'target remote :{srv.port}'")
     finally:
         srv.sock.close()

@@ -23,6 +23,8 @@ packets, answered from the target).
 """
 from __future__ import annotations
 
+import os
+
 import argparse
 import errno
 import socket
@@ -112,8 +114,11 @@ class GdbServer:
 
     @property
     def connect_line(self):
+        # the image names its sources relative to its own directory
+        # (-fdebug-prefix-map), so gdb is told where they are
+        where = os.path.dirname(self.elf) or "."
         return (f"listening on {self.host}:{self.port}; connect with: "
-                f"gdb {self.elf} -ex 'target remote :{self.port}'")
+                f"gdb {self.elf} -ex 'directory {where}' -ex 'target remote :{self.port}'")
 
     def serve_one(self):
         """Accept one gdb and answer it until it detaches, kills or goes."""
