@@ -254,6 +254,19 @@ def build_parser():
     b.add_argument("-o", "--output", metavar="OUT.o", help="the object to write (default: SOURCE with .o)")
     authoring_cli.add_subcommands(psub)
 
+    p = sub.add_parser("selftest", help="play upstream's livepatch selftests on the lab's kernel",
+                       description="Plays the scenarios of tools/testing/selftests/livepatch/ (test-livepatch.sh, "
+                                   "test-callbacks.sh, test-shadow-vars.sh, test-state.sh, test-sysfs.sh, "
+                                   "test-ftrace.sh) on a fresh kernel each, and compares the kernel log with the "
+                                   "script's expected text, word for word.  Exit status 0: all ok; 1: a scenario's "
+                                   "log differs (the diff is printed); 2: a usage error.")
+    p.add_argument("scripts", nargs="*", metavar="SCRIPT",
+                   help="the scripts to play, e.g. test-state.sh (default: every one)")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--model", default="upstream", choices=MODELS,
+                   help="consistency model of the kernel (default upstream, the scripts' own)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("workloads", help="the workloads the image offers, with their parameters")
     _add_image(p)
     p.add_argument("--json", action="store_true")
@@ -942,6 +955,44 @@ def _param_records(workload):
              "description": p.description} for p in workload.params]
 
 
+def cmd_selftest(args, out):
+    import difflib
+
+    from .selftest import SelftestError
+    from .selftest_scenarios import SCENARIOS, run
+    scripts = sorted({script for script, _t, _f in SCENARIOS})
+    unknown = [s for s in args.scripts if s not in scripts]
+    if unknown:
+        raise UsageError(f"no selftest script {unknown[0]!r}; the scripts are: {', '.join(scripts)}")
+    chosen = [(s, t) for s, t, _f in SCENARIOS if not args.scripts or s in args.scripts]
+    if args.list:
+        for script, title in chosen:
+            print(f"{script}\t{title}")
+        return EXIT_OK
+    results, failed = [], 0
+    for script, title in chosen:
+        try:
+            expected, result = run(script, title, model=args.model)
+            error = None
+        except SelftestError as exc:
+            expected, result, error = None, None, str(exc)
+        ok = error is None and expected == result
+        failed += not ok
+        results.append({"script": script, "test": title, "ok": ok, "error": error,
+                        "expected": expected, "result": result})
+        if not args.json:
+            print(f"{script}: TEST: {title} ... {'ok' if ok else 'not ok'}", flush=True)
+            if error:
+                print(f"  ERROR: {error}")
+            elif not ok:
+                diff = difflib.unified_diff(expected.splitlines(), result.splitlines(), "expected", "result",
+                                            lineterm="")
+                print("\n".join(f"  {line}" for line in diff))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_OK if not failed else EXIT_CHECK
+
+
 def cmd_workloads(args, out):
     img = _image(args)
     rows = [{"name": w.name, "description": w.description, "params": _param_records(w)} for w in img.workloads]
@@ -1089,7 +1140,8 @@ def cmd_shell(args, out):
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "patch": cmd_patch, "compare": cmd_compare, "explore": cmd_explore,
-            "workloads": cmd_workloads, "symbols": cmd_symbols, "pads": cmd_pads, "disasm": cmd_disasm,
+            "workloads": cmd_workloads, "selftest": cmd_selftest, "symbols": cmd_symbols, "pads": cmd_pads,
+            "disasm": cmd_disasm,
             "trace": cmd_trace, "shell": cmd_shell}
 
 
