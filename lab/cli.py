@@ -168,6 +168,12 @@ def build_parser():
                         "and every N after (models kgraft and klp, or any model's revert)")
     p.add_argument("--revert-at", type=_instructions("--revert-at"), default=None, metavar="N",
                    help="revert the last patch at instruction N (after --patch-at; needs --patch or --boot-patch)")
+    p.add_argument("--write-at", metavar="N PATH=VALUE", nargs=2, action="append", default=[],
+                   help="at instruction N, write VALUE to PATH from a task of the kernel, as `echo VALUE > PATH` "
+                        "(e.g. /sys/kernel/livepatch/NAME/enabled=0 disables a klp patch); repeat for several")
+    p.add_argument("--rmmod-at", metavar="N NAME", nargs=2, action="append", default=[],
+                   help="at instruction N, remove module NAME (rmmod: refused while an enabled klp patch holds "
+                        "it); repeat for several")
     p.add_argument("--boot-patch", metavar="FILE", action="append", default=[],
                    help="a patch applied at boot, before the first task runs (a reboot with patches; "
                         f"at most {MAX_BOOT_PATCHES})")
@@ -572,6 +578,7 @@ def check_run(args):
         if args.revert_at >= end:
             raise UsageError(f"--revert-at {args.revert_at:,} is not before the end of the run "
                              f"(--instructions {end:,}); revert earlier or run longer")
+    args.actions = _check_actions(args, end)
     if args.signal_after is not None:
         if not args.patch and args.revert_at is None:
             raise UsageError("--signal-after has no effect without --patch FILE (or --revert-at N): the fake "
@@ -587,6 +594,60 @@ def check_run(args):
     return img, params
 
 
+MAX_WRITE_PATH, MAX_WRITE_VALUE = 95, 127     # struct lab_request's path and buffer (firmware/module.c)
+
+
+def _check_actions(args, end):
+    """--write-at and --rmmod-at: [(N, kind, what, value)] in time order."""
+    actions = []
+    for n, spec in args.write_at:
+        at = _instructions("--write-at")(n)
+        path, eq, value = spec.partition("=")
+        if not eq or not path.startswith("/") or not value:
+            raise UsageError(f"--write-at {n} {spec}: give PATH=VALUE with an absolute path, e.g. "
+                             "/sys/kernel/livepatch/NAME/enabled=0")
+        if len(path) > MAX_WRITE_PATH or len(value) > MAX_WRITE_VALUE or not (path + value).isprintable():
+            raise UsageError(f"--write-at {n} {spec}: the path may have {MAX_WRITE_PATH} printable characters and "
+                             f"the value {MAX_WRITE_VALUE}")
+        actions.append((at, "write", path, value))
+    for n, name in args.rmmod_at:
+        at = _instructions("--rmmod-at")(n)
+        if not name.isidentifier():
+            raise UsageError(f"--rmmod-at {n} {name}: {name!r} is not a module name (the object's file name "
+                             "without .o)")
+        actions.append((at, "rmmod", name, None))
+    for at, kind, what, _v in actions:
+        if at >= end:
+            raise UsageError(f"--{kind}-at {at:,} {what} is not before the end of the run (--instructions "
+                             f"{end:,}); do it earlier or run longer")
+    return sorted(actions, key=lambda a: a[0])
+
+
+def _run_actions(system, args, notes):
+    """Do --write-at and --rmmod-at in time order, after the patches."""
+    from .livepatch import LivepatchError
+    from .livepatch.klp import STRERROR
+    failed = False
+    for at, kind, what, value in args.actions:
+        if system.clock < at:
+            system.run(at - system.clock)
+        elif system.clock > at:
+            notes.append(f"--{kind}-at {at:,} {what}: done at {system.clock:,}, once what came before was done")
+        try:
+            if kind == "write":
+                ret = system.write_file(what, value)
+                if ret < 0:
+                    notes.append(f"--write-at {at:,}: echo {value} > {what}: write error: "
+                                 f"{STRERROR.get(-ret, f'error {ret}')}")
+                    failed = True
+            else:
+                system.rmmod(what)
+        except LivepatchError as exc:
+            notes.append(f"--{kind}-at {at:,}: {exc}")
+            failed = True
+    return failed
+
+
 def _after_boot_run(system, args):
     """The checks of `lab run` that need the booted kernel: the tasks named by
     --inject-fault and the instants that must come after boot.  Nothing has
@@ -594,7 +655,8 @@ def _after_boot_run(system, args):
     booted_at = system.clock
     for option, value in (("--instructions", args.instructions),
                           ("--patch-at", args.patch_at if args.patch else None),
-                          ("--revert-at", args.revert_at)):
+                          ("--revert-at", args.revert_at),
+                          *((f"--{kind}-at", at) for at, kind, _w, _v in args.actions)):
         if value is not None and value < booted_at:
             hint = "; use --boot-patch to apply a patch at boot" if option == "--patch-at" else ""
             raise UsageError(f"{option} {value:,} comes before the end of boot (at {booted_at:,} instructions "
@@ -648,6 +710,7 @@ def cmd_run(args, out):
             for tid in faults:
                 system.inject_fault(tid)
             failed = _run_patches(system, args, notes, PatchState)
+            failed = _run_actions(system, args, notes) or failed
             if system.clock < args.instructions:
                 if out.is_terminal and not args.json:
                     # a progress line on a terminal, nothing when piped (same run either way)

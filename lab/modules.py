@@ -647,6 +647,8 @@ class ModuleLoader:
         if module.init is None:
             raise ModuleError(f"{path.name}: no init_module; declare one with module_init(fn)")
         self._module_info(module, obj, sections, layout, blob, base, path)
+        # a free place in the kernel's module list, found before anything is written
+        slot = self._free_slot(module) if module.this_module is not None else None
         # 5. commit: only now does anything reach emulated memory
         self.machine.write_code(base, bytes(blob))
         mapped = (size + _PAGE - 1) & ~(_PAGE - 1)
@@ -655,8 +657,8 @@ class ModuleLoader:
         if mapped > read_only:
             self.machine.writable(base + read_only, mapped - read_only)
         self.area.take(base, size)
-        if module.this_module is not None:
-            self._register(module)
+        if slot is not None:
+            self.machine.set_u64(self.image.address("lab_modules") + 8 * slot, module.this_module)
         self.modules.append(module)
         self.history.append(module)
         return module
@@ -703,20 +705,23 @@ class ModuleLoader:
                 struct.pack_into("<QI", blob, this.address - base + c("MODULE_kp"), layout[params.index],
                                  params.size // c("KPARAM_SIZE"))
 
-    def _register(self, module, remove=False):
-        """Add the module to (or take it off) the kernel's list of modules
-        (lab_modules[], Linux's modules list), where find_module() looks."""
+    def _free_slot(self, module):
+        """A free entry of the kernel's list of modules (lab_modules[],
+        Linux's modules list, where find_module() looks)."""
         base = self.image.address("lab_modules")
         for i in range(self.image.const("MAX_MODULES_NR")):
-            slot = self.machine.u64(base + 8 * i)
-            if remove and slot == module.this_module:
+            if not self.machine.u64(base + 8 * i):
+                return i
+        raise ModuleError(f"{module.name}: the kernel's module list is full "
+                          f"({self.image.const('MAX_MODULES_NR')} modules); rmmod some modules")
+
+    def _register(self, module, remove=False):
+        """Take the module off the kernel's list of modules."""
+        base = self.image.address("lab_modules")
+        for i in range(self.image.const("MAX_MODULES_NR")):
+            if self.machine.u64(base + 8 * i) == module.this_module:
                 self.machine.set_u64(base + 8 * i, 0)
                 return
-            if not remove and slot == 0:
-                self.machine.set_u64(base + 8 * i, module.this_module)
-                return
-        if not remove:
-            raise ModuleError(f"{module.name}: the kernel's module list is full; rmmod some modules")
 
     def set_params(self, module, values):
         """insmod's NAME=VALUE arguments, written before the init runs."""

@@ -81,3 +81,44 @@ def test_lab_selftest_exits_1_naming_what_went_wrong_and_2_on_an_unknown_script(
     assert "ERROR: failed to complete transition" in capsys.readouterr().out
     assert main(["selftest", "test-nothing.sh"]) == 2
     assert "no selftest script 'test-nothing.sh'" in capsys.readouterr().err
+
+
+KLP_LP = "patches/test_modules/test_klp_livepatch.o"
+
+
+def test_lab_run_writes_and_removes_at_given_instants(capsys):
+    import json
+
+    from lab.cli import main
+    enabled = "/sys/kernel/livepatch/test_klp_livepatch/enabled"
+    status = main(["run", "--patch", KLP_LP, "--model", "upstream", "--workload", "quiet", "--instructions", "6e6",
+                   "--write-at", "4e6", f"{enabled}=0", "--rmmod-at", "5e6", "test_klp_livepatch", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert [p["state"] for p in report["patches"]] == ["removed"]
+    assert "livepatch: 'test_klp_livepatch': unpatching complete" in report["console"]
+
+
+def test_lab_run_says_what_the_kernel_refused(capsys):
+    from lab.cli import main
+    status = main(["run", "--patch", KLP_LP, "--model", "upstream", "--workload", "quiet", "--instructions", "6e6",
+                   "--rmmod-at", "4e6", "test_klp_livepatch",
+                   "--write-at", "5e6", "/sys/kernel/livepatch/test_klp_livepatch/enabled=1"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "rmmod: ERROR: Module test_klp_livepatch is in use" in out
+    assert "write error: Invalid argument" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--write-at", "4e6", "enabled=0"], "give PATH=VALUE with an absolute path"),
+    (["--write-at", "4e6", "/sys/x="], "give PATH=VALUE"),
+    (["--write-at", "9e6", "/sys/x=1"], "is not before the end of the run"),
+    (["--write-at", "1", "/sys/x=1"], "comes before the end of boot"),
+    (["--rmmod-at", "4e6", "no such"], "is not a module name"),
+])
+def test_lab_run_refuses_a_bad_write_or_rmmod_in_one_line(capsys, argv, message):
+    from lab.cli import main
+    assert main(["run", "--instructions", "6e6", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
