@@ -64,7 +64,7 @@ def record(opts):
     return {"ratio": ratio, "round_ratios": per_round, "minstr_per_s": mips, "instructions": n,
             "details": ["recording/plain time per round: " + ", ".join(f"{x:.3f}" for x in per_round),
                         f"same events digest in all {2 * opts.rounds} runs: {reference['digest'][:16]}"],
-            "summary": (f"record overhead (recording time / plain time): {ratio:.2f} (rounds {min(per_round):.2f}-"
+            "summary": (f"record overhead (recording time / plain time): {ratio:.3f} (rounds {min(per_round):.2f}-"
                         f"{max(per_round):.2f}; recording "
                         f"{mips['recording']:.1f}, plain {mips['plain']:.1f} Minstr/s, {fmt_count(n)} instructions "
                         f"after the patch load, median of {opts.rounds})")}

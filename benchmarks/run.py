@@ -213,7 +213,7 @@ def throughput(opts):
     mips = {label: statistics.median(n / r["seconds"] / 1e6 for r in results) for label, results in runs.items()}
     ratio, per_round = speed_ratio(runs, "lab", "bare")
     regs = f", bare registers {opts.bare_registers}"
-    summary = (f"lab/bare throughput: {ratio:.2f} (rounds {min(per_round):.2f}-{max(per_round):.2f}; "
+    summary = (f"lab/bare throughput: {ratio:.3f} (rounds {min(per_round):.2f}-{max(per_round):.2f}; "
                f"lab {mips['lab']:.1f} Minstr/s, bare {mips['bare']:.1f} "
                f"Minstr/s, {fmt_count(n)} instructions, quantum {quantum}{regs}, median of {opts.rounds})")
     details = [
