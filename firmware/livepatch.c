@@ -208,7 +208,6 @@ static void klp_complete_transition(void)
 		  state == KLP_PATCHED ? "patching" : "unpatching");
 	klp_target_state = KLP_UNDEFINED;
 	klp_transition_patch = NULL;
-	hypercall2(HC_KLP_DONE, patch, state);
 	if (!patch->enabled) {
 		klp_free_patch(patch);
 	} else if (patch->replace) {
@@ -218,6 +217,9 @@ static void klp_complete_transition(void)
 				klp_free_patch(old);
 		}
 	}
+	/* the core's work is over once what it retired is freed: a module
+	 * can be removed as soon as the lab says the transition is done */
+	hypercall2(HC_KLP_DONE, patch, state);
 }
 
 /* Run by kmodloader when the lab asks (every task has moved). */
