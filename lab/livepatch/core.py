@@ -1,16 +1,16 @@
 """core - the life of a patch: load, patch, transition, complete; revert, replace, force, boot."""
 from __future__ import annotations
 
-from array import array
-
 from .. import events as ev
 from ..errors import GuestFault, LabError
-from ..kernel import InterruptLost
 from ..ftrace import FtraceError
 from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
 from .transition import IRQ, Transition
-from .klp import REQ_READ, REQ_RMMOD, REQ_STAT, REQ_WRITE, Klp, KlpBusy, Request
+from .klp import Klp
 from ..modules import ModuleError
+from .admin import Admin
+from .models import KLP_CHECK_INTERVAL, Models
+from .reclaim import RECLAIM_INTERVAL, Reclaim
 
 ENOENT, EAGAIN, EFAULT, EBUSY, EEXIST, EINVAL = 2, 11, 14, 16, 17, 22
 
@@ -19,18 +19,6 @@ MODELS = ("kgraft", "immediate", "stop-machine", "klp", "upstream")
 # "upstream": the kernel's own firmware mode (klp_mode), upstream's model as
 # kernel/livepatch/transition.c has it, driven from inside the guest
 
-# stop-machine's cost, paid in emulated time by the stopped CPU (do_stop_cpu):
-# a rendezvous of the stopper threads (IPIs, a context switch into the stopper
-# and back) and, for every frame of every task's stack, one frame-pointer
-# step plus comparing the return address with the patched functions' ranges.
-# Figures in the order of what Linux's stop_machine() and its unwinder spend.
-STOP_RENDEZVOUS_COST = 2_000
-STOP_FRAME_COST = 40
-STOP_SPIN_INSNS = 3            # instructions per iteration of do_stop_cpu()'s loop
-STOP_RETRIES = 5               # Ksplice and early kpatch gave up after a few attempts
-STOP_RETRY_INTERVAL = 500_000  # instructions between two attempts
-KLP_CHECK_INTERVAL = 100_000   # how often the klp model tries to switch sleeping tasks
-RECLAIM_INTERVAL = 50_000      # how often retired trampolines and unloaded modules are tried
 
 
 class Refusal(Exception):
@@ -39,8 +27,15 @@ class Refusal(Exception):
         super().__init__(message)
 
 
-class Livepatch:
-    """The kGraft core of one system."""
+class Livepatch(Models, Reclaim, Admin):
+    """The live patching core of one system: kGraft's patches and upstream's
+    klp patches, one life cycle.  Laid out as kernel/livepatch/ is: this file
+    the life of a patch (core.c); the trampoline, the ftrace side, in
+    patch.py (patch.c); transition.py (transition.c); the other consistency
+    models in models.py; freeing what nothing reaches in reclaim.py; the
+    admin surface, as a shell uses it, in admin.py; the guest's klp core's
+    side in klp.py.  Callbacks, states and shadow variables are the guest's
+    own (firmware/livepatch.c, shadow.c)."""
 
     def __init__(self, kernel, ftrace, modules, *, signal_after=None, model="kgraft"):
         if model not in MODELS:
@@ -460,214 +455,6 @@ class Livepatch:
         if t.complete() and self.klp.completing is not t:
             self._finish()
 
-    # ---- freeing what nothing can reach any more ----
-    @property
-    def reclaim_pending(self):
-        """Whether retired trampolines or unloaded modules still wait to be freed."""
-        return bool(self._to_free or self.ftrace.retired)
-
-    def _reclaim(self, force=False):
-        """Free retired trampolines and unloaded modules once no task can
-        still run in them or return into them.  Upstream waits for that with
-        klp_synchronize_transition() and the module's refcount; the lab
-        checks it directly: every live task's RIP and, conservatively, every
-        word on its kernel stack.  Tried at most every RECLAIM_INTERVAL,
-        unless a transition waits for it (force)."""
-        now = self.machine.clock
-        if now - self._last_reclaim < RECLAIM_INTERVAL and not force:
-            return
-        self._last_reclaim = now
-        words, frames = self._stack_words()
-        for address, size in sorted(self.ftrace.retired.items()):
-            if not any(address <= w < address + size for w in words | frames):
-                self.ftrace.free_trampoline(address)
-        pinned = set()
-        for p in self.patches:
-            if p.state in (PatchState.TRANSITION, PatchState.COMPLETE, PatchState.REVERTING) or p.init_running:
-                pinned.add(id(p.module))
-        live_targets = [t for _s, t in self.ftrace.pad_states().values() if t is not None]
-        live_targets += [t for _size, targets in self.ftrace.trampolines().values() for t in targets]
-        live_targets += [new for stack in self._stacks.values() for _p, new in stack]
-        for module in list(self._to_free):
-            if id(module) in pinned or not module.loaded:
-                if not module.loaded:
-                    self._to_free.remove(module)
-                continue
-            lo, hi = module.base, module.base + module.size
-            if any(lo <= a < hi for a in live_targets):
-                continue
-            # a task runs in or returns into its code: a RIP or return address
-            # into a .text section (a stale data pointer on a stack is no use
-            # of the module: Linux's module refcount ignores those too)
-            texts = [(a, a + n) for name, (a, n) in module.sections.items() if name.startswith(".text")]
-            if any(a <= w < b for w in frames for a, b in texts):
-                continue
-            if any(a <= w < b and self._after_call(w) for w in words for a, b in texts):
-                continue
-            self.modules.unload(module)
-            self._to_free.remove(module)
-
-    def _stack_words(self):
-        """(every 8-byte word of every live task's kernel stack, every frame
-        the unwinder finds: RIPs, interrupted RIPs, return addresses)."""
-        m, k = self.machine, self.kernel
-        words, frames = set(), set()
-        for task in k.tasks:
-            if task.state.value in ("dead", "unused"):
-                continue
-            lo, hi = task.stack_range
-            frames.update(task.unwind(64)[0])
-            if task.is_current:
-                rip, rsp, _f = m.cpu_state()
-                frames.add(rip)
-                sp = rsp if lo <= rsp <= hi else hi
-            else:
-                sp = m.u64(task._field("thread_sp"))
-                sp = sp if lo <= sp <= hi else lo
-            words.update(array("Q", m.read(sp & ~7, hi - (sp & ~7))))
-        return words, frames
-
-    def _after_call(self, address):
-        """Whether address could be a return address: a CALL (e8 rel32, or
-        ff /2 in its 2-, 3-, 6- and 7-byte forms) ends right before it.  A
-        function pointer kept on a stack is not a use of the code."""
-        if not self.machine.guest_range_ok(address - 7, 7):
-            return False
-        b = self.machine.read(address - 7, 7)
-        return b[2] == 0xE8 or any(b[i] == 0xFF and (b[i + 1] >> 3) & 7 == 2 for i in (0, 1, 4, 5))
-
-    # ---- the other consistency models ----
-    def _apply_immediately(self, patch, funcs):
-        """Upstream's first core (Linux 4.0): redirect every call at once,
-        with no consistency model at all."""
-        t = Transition(self.kernel, patch, funcs, 1, self.machine.clock)
-        if self.on_transition is not None:
-            self.on_transition(t)
-        t.start()
-        t.force(self.machine.clock, by=None)
-        self.transition = t
-        self._log(f"'{patch.name}': starting patching transition")
-        self._finish()
-
-    def _patched_ranges(self, funcs, target):
-        """Address ranges a task must not be inside for the switch: the
-        functions it would leave (old ones when patching)."""
-        ranges = []
-        for pad, (old, new) in funcs.items():
-            leaving = old if target == 1 else new
-            if leaving is None:
-                f = self.image.function_at(pad)
-                if f is None:       # a function of a module (klp module object)
-                    m = self.modules.module_at(pad)
-                    f = m.function_at(pad) if m else None
-                if f is not None:
-                    ranges.append((f.address, f.address + max(f.size, 1), f.name))
-            else:
-                m = self.modules.module_at(leaving)
-                f = m.function_at(leaving) if m else None
-                if f:
-                    ranges.append((f.address, f.address + max(f.size, 1), f.name))
-        return ranges
-
-    def _blocker(self, task, ranges, require_reliable):
-        frames, reliable = task.unwind()
-        if require_reliable and not reliable:
-            return frames, "has an unreliable stack"
-        for a in frames:
-            for lo, hi, name in ranges:
-                if lo <= a < hi:
-                    return frames, f"is sleeping on function {name}" if not task.is_current \
-                        else f"is running in function {name}"
-        return frames, None
-
-    def _stop_machine_begin(self, patch, funcs):
-        """Ksplice's (and early kpatch's) model: stop every task, check every
-        stack, switch everything at once or resume and retry later."""
-        t = Transition(self.kernel, patch, funcs, 1, self.machine.clock)
-        if self.on_transition is not None:
-            self.on_transition(t)
-        self._stop = {"transition": t, "attempts": 0, "next": self.machine.clock, "delivered": None}
-        self._log(f"'{patch.name}': stopping the machine to check every stack")
-        self._stop_machine_step()
-
-    def _stop_machine_step(self):
-        st = self._stop
-        m = self.machine
-        if st["delivered"] is not None:
-            return                      # the stop is being paid for (do_stop_cpu runs)
-        if m.clock < st["next"] or not m.interrupts_enabled():
-            return
-        t = st["transition"]
-        ranges = self._patched_ranges(t.funcs, 1)
-        frames_checked, blocker = 0, None
-        for task in self.kernel.tasks:
-            if task.state.value in ("dead", "unused"):
-                continue
-            frames, why = self._blocker(task, ranges, require_reliable=False)
-            frames_checked += len(frames)
-            if why and blocker is None:
-                blocker = f"{task.name}:{task.tid} {why}"
-        cost = STOP_RENDEZVOUS_COST + STOP_FRAME_COST * frames_checked
-        st["attempts"] += 1
-        self.stop_attempts.append((m.clock, blocker is None, frames_checked, cost, blocker))
-        self._deliver_stop(cost)
-        if blocker is None:
-            # the switch happens while everything stands still
-            for pad, (_old, new) in t.funcs.items():
-                self.ftrace.set_jmp(pad, new)
-            t.start()
-            t.force(m.clock, by=None)
-            self._stop = None
-            self.transition = t
-            self._log(f"'{t.patch.name}': all stacks clean after {st['attempts']} attempt(s); switched")
-            self._finish()
-            return
-        self._log(f"'{t.patch.name}': stop-machine attempt {st['attempts']}: {blocker}", level=4)
-        if st["attempts"] >= STOP_RETRIES:
-            self._stop = None
-            reason = f"gave up after {st['attempts']} attempts: {blocker}"
-            t.patch.reason = reason
-            self._log(f"'{t.patch.name}': {reason}", level=3)
-            self._set_state(t.patch, PatchState.FAILED, reason)
-            self._to_free.append(t.patch.module)
-            return
-        st["next"] = m.clock + STOP_RETRY_INTERVAL
-
-    def _deliver_stop(self, cost):
-        """The stop IPI: the current task's context is interrupted and the CPU
-        spins in do_stop_cpu() for `cost` instructions, every task stopped."""
-        m = self.machine
-        st = self._stop
-        m.set_u64(self.image.address("stop_machine_cost"), max(cost // STOP_SPIN_INSNS, 1))
-        try:
-            self.kernel.interrupt(self.image.address("stop_machine_entry"))
-        except InterruptLost:
-            return
-        if st is not None:
-            st["delivered"] = m.clock
-        if not hasattr(self, "_stop_hook"):
-            self._stop_hook = m.add_code_hook(self.image.address("stop_return_site"), self._stop_returned)
-        self._stop_started = m.clock
-
-    def _stop_returned(self, _address):
-        self.stopped_instructions += self.machine.clock - self._stop_started
-        if self._stop is not None:
-            self._stop["delivered"] = None
-
-    def _klp_switch_sleepers(self, t):
-        """Upstream's hybrid: a task that is not running and whose stack holds
-        none of the functions it would leave switches right away
-        (klp_try_switch_task()); the rest wait for kernel exit or a signal."""
-        self._klp_last_check = self.machine.clock
-        ranges = self._patched_ranges(t.funcs, t.target)
-        for task in t.pending():
-            if task.is_current:
-                continue
-            _frames, why = self._blocker(task, ranges, require_reliable=True)
-            if why is None:
-                mig = t.switch(task, "stack-check", self.machine.clock)
-                self._log_migrated(mig)
-
     # ---- transitions ----
     def _begin(self, patch, funcs, target, verb, quiet=False):
         """Start a transition, or wait for the grace period first.
@@ -713,24 +500,6 @@ class Livepatch:
         if not quiet:        # klp: klp_start_transition() said it in the guest
             self._log(f"'{patch.name}': starting {verb} transition")
         return t
-
-    def _upstream_arm(self, t):
-        """Tell the guest's transition work what to check and wake it: the
-        functions a task's stack must not hold to switch (the ones it
-        leaves, klp_check_stack_func()), as address ranges."""
-        m, img = self.machine, self.image
-        ranges = self._patched_ranges(t.funcs, t.target)[:64]
-        base = img.address("klp_check_ranges")
-        for i, (lo, hi, _name) in enumerate(ranges):
-            m.set_u64(base + 16 * i, lo)
-            m.set_u64(base + 16 * i + 8, hi)
-        m.set_u32(img.address("klp_nr_check_ranges"), len(ranges))
-        m.set_u64(img.address("klp_work_generation"), m.u64(img.address("klp_work_generation")) + 1)
-        m.set_u32(img.address("klp_work_active"), 1)
-        worker = next((w for w in self.kernel.tasks if w.name == "kworker/klp"
-                       and w.state.value not in ("dead", "unused")), None)
-        if worker is not None:
-            self.kernel.kick(worker.tid, fake_signal=False)
 
     def _start(self, patch):
         desc = patch.description
@@ -916,76 +685,6 @@ class Livepatch:
             self._signaled = t
             self._log("signaling remaining tasks")
         return t.send_fake_signals(self.machine.clock)
-
-    # ---- what a shell would do: rmmod, echo, cat ----
-    def _submit(self, request):
-        try:
-            return self.klp.submit(request)
-        except KlpBusy as e:
-            raise LivepatchError(str(e)) from None
-
-    def write_file(self, path, value):
-        """`echo VALUE > PATH` from a task of the kernel: the write goes
-        through the file's own store (e.g. a patch's `enabled`).  Returns
-        the Request; its result is the write's return value once done."""
-        return self._submit(Request(REQ_WRITE, path=str(path), value=str(value)))
-
-    def read_file(self, path):
-        """`cat PATH` from a task of the kernel; the Request's text once done."""
-        return self._submit(Request(REQ_READ, path=str(path)))
-
-    def stat_file(self, path):
-        """stat PATH from a task of the kernel; the Request's result is the mode."""
-        return self._submit(Request(REQ_STAT, path=str(path)))
-
-    def loaded_modules(self):
-        """Patches and modules whose module is loaded and not going, as lsmod lists them."""
-        return [p for p in self.patches if p.module.loaded
-                and p.state not in (PatchState.REFUSED, PatchState.FAILED, PatchState.REMOVED)]
-
-    def rmmod(self, name):
-        """Remove a module: its exit runs in an rmmod task, then it is freed
-        once nothing reaches it.  Refused, as Linux's delete_module() refuses,
-        while something holds a reference (an enabled or forced klp patch)."""
-        patch = next((p for p in reversed(self.loaded_modules()) if p.module.name == name), None)
-        if patch is None:
-            raise LivepatchError(f"rmmod: ERROR: Module {name} is not currently loaded")
-        if (self.modules.refcnt(patch.module) > 0 or patch.forced or patch.init_running
-                or patch.state in (PatchState.LOADING, PatchState.TRANSITION, PatchState.REVERTING)):
-            raise LivepatchError(f"rmmod: ERROR: Module {name} is in use")
-        return self._submit(Request(REQ_RMMOD, module=patch.module, path=name))
-
-    def _object_patch(self, patch, obj_name):
-        """A module the patch patches came: its functions go to the patch's
-        new versions at once.  (Upstream patches it with the ftrace handler,
-        which follows each task's state while the patch is in transition;
-        here a module coming during that patch's own transition gets the
-        target version directly.)"""
-        for f in patch.module_funcs.get(obj_name, ()):
-            stack = self._stacks.setdefault(f.old_addr, [])
-            stack.append((patch, f.new_addr))
-            self.ftrace.set_jmp(f.old_addr, f.new_addr)
-
-    def _object_unpatch(self, patch, obj_name):
-        """The module goes: its functions leave the patch (klp_unpatch_object())."""
-        for f in patch.module_funcs.pop(obj_name, ()):
-            stack = [e for e in self._stacks.get(f.old_addr, []) if e[0] is not patch]
-            if stack:
-                self._stacks[f.old_addr] = stack
-                self.ftrace.set_jmp(f.old_addr, stack[-1][1])
-            else:
-                self._stacks.pop(f.old_addr, None)
-                self.ftrace.set_nop(f.old_addr)
-
-    def _rmmod_done(self, module):
-        patch = next((p for p in self.patches if p.module is module), None)
-        if patch is None:
-            return
-        if patch.state in (PatchState.LOADED, PatchState.REVERTED, PatchState.COMPLETE):
-            if patch.state != PatchState.COMPLETE:
-                self._set_state(patch, PatchState.REMOVED)
-            if module not in self._to_free and patch.state == PatchState.REMOVED:
-                self._to_free.append(module)
 
     def _need_transition(self):
         if self.transition is None:
