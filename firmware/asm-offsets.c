@@ -110,6 +110,8 @@ notrace void __used asm_offsets(void)
 	OFFSET(KPARAM_arg, kernel_param, arg);
 	OFFSET(KPARAM_size, kernel_param, size);
 	OFFSET(KPARAM_is_signed, kernel_param, is_signed);
+	OFFSET(KPARAM_num, kernel_param, num);
+	OFFSET(KPARAM_max, kernel_param, max);
 	DEFINE(KPARAM_SIZE, sizeof(struct kernel_param));
 
 	DEFINE(HC_CONSOLE_NR, HC_CONSOLE);

@@ -358,6 +358,7 @@ static ssize_t kmsg_store(void *data, const char *buf)
 /* A file by path: the proc files, /dev/kmsg, then the live patching sysfs.  NULL if
  * there is none (-ENOENT), an ERR_PTR if it may not be opened so. */
 struct file *module_sysfs_open(const char *path, int flags);
+struct file *kobject_sysfs_open(const char *path, int flags);
 
 struct file *proc_open(const char *path, int flags)
 {
@@ -376,6 +377,9 @@ struct file *proc_open(const char *path, int flags)
 	if (!strcmp(path, "/dev/kmsg"))
 		return seq_file_open(NULL, kmsg_store, NULL, false);
 	f = module_sysfs_open(path, flags);
+	if (f)
+		return f;
+	f = kobject_sysfs_open(path, flags);
 	if (f)
 		return f;
 	return klp_sysfs_open(path, flags);

@@ -204,3 +204,15 @@ long copy_from_user(void *to, const void *from, size_t n)
 	memcpy(to, from, n);
 	return 0;
 }
+
+/* sprintf(): a sysfs show() writes into a page-sized buffer */
+int sprintf(char *buf, const char *fmt, ...)
+{
+	__builtin_va_list ap;
+	int n;
+
+	__builtin_va_start(ap, fmt);
+	n = vsnprintf(buf, 4096, fmt, ap);
+	__builtin_va_end(ap);
+	return n;
+}

@@ -43,6 +43,13 @@ volatile unsigned long modload_request;
 #define LAB_REQ_WRITE 2
 #define LAB_REQ_READ  3
 #define LAB_REQ_STAT  4
+#define LAB_REQ_SPAWN 5		/* start the user program named in path, as a shell's `prog &` */
+
+/* The user programs a shell could start (their entry points). */
+void user_getpid_main(void);
+static const struct { const char *name; void (*entry)(void); } spawnable[] = {
+	{ "test_klp-call_getpid", user_getpid_main },
+};
 struct lab_request {
 	int kind;
 	unsigned long arg;		/* rmmod: the module's exit function, or 0 */
@@ -117,6 +124,18 @@ static int request_fn(void *arg)
 	case LAB_REQ_STAT:
 		ret = klp_sysfs_mode(req->path);
 		break;
+	case LAB_REQ_SPAWN: {
+		unsigned int i;
+		struct task_struct *p = NULL;
+
+		ret = -ENOENT;
+		for (i = 0; i < ARRAY_SIZE(spawnable); i++)
+			if (!strcmp(req->path, spawnable[i].name)) {
+				p = user_task_create(spawnable[i].entry, spawnable[i].name);
+				ret = p ? p->tid : -EAGAIN;
+			}
+		break;
+	}
 	}
 	hypercall2(HC_REQUEST_DONE, req->kind, ret);
 	return 0;
@@ -124,6 +143,7 @@ static int request_fn(void *arg)
 
 static const char *const request_comm[] = {
 	[LAB_REQ_RMMOD] = "rmmod", [LAB_REQ_WRITE] = "echo", [LAB_REQ_READ] = "cat", [LAB_REQ_STAT] = "stat",
+	[LAB_REQ_SPAWN] = "sh",
 };
 
 /* The daemon that starts loads (kthreadd's role for module loading): it
@@ -151,7 +171,7 @@ static int kmodloader_fn(void *arg)
 			int kind = lab_request.kind;
 
 			lab_request_pending = 0;
-			if (kind < 1 || kind > LAB_REQ_STAT ||
+			if (kind < 1 || kind > LAB_REQ_SPAWN ||
 			    !kthread_create(request_fn, &lab_request, request_comm[kind], 0))
 				hypercall2(HC_REQUEST_DONE, kind, -EAGAIN);
 			kthread_iteration_done();

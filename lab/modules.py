@@ -697,10 +697,13 @@ class ModuleLoader:
                 name_ptr, = struct.unpack_from("<Q", blob, rec + c("KPARAM_name"))
                 arg, = struct.unpack_from("<Q", blob, rec + c("KPARAM_arg"))
                 size, signed = struct.unpack_from("<ii", blob, rec + c("KPARAM_size"))
+                num, = struct.unpack_from("<Q", blob, rec + c("KPARAM_num"))
+                most, = struct.unpack_from("<I", blob, rec + c("KPARAM_max"))
                 name = bytes(blob[name_ptr - base:name_ptr - base + 64]).split(b"\0")[0].decode() \
                     if base <= name_ptr < base + len(blob) else ""
-                if name and base <= arg and arg + size <= base + len(blob) and size in (1, 4, 8):
-                    module.params[name] = (arg, size, bool(signed))
+                if name and base <= arg and arg + size * max(most, 1) <= base + len(blob) and size in (1, 4, 8):
+                    count = num if num and base <= num and num + 4 <= base + len(blob) else None
+                    module.params[name] = (arg, size, bool(signed), count, max(most, 1))
             if this is not None:
                 struct.pack_into("<QI", blob, this.address - base + c("MODULE_kp"), layout[params.index],
                                  params.size // c("KPARAM_SIZE"))
@@ -729,14 +732,22 @@ class ModuleLoader:
             if name not in module.params:
                 known = ", ".join(sorted(module.params)) or "none"
                 raise ModuleError(f"{module.name}: unknown parameter '{name}' (its parameters: {known})")
-            address, size, signed = module.params[name]
-            try:
-                number = int(value, 0) if isinstance(value, str) else int(value)
-                raw = number.to_bytes(size, "little", signed=signed)
-            except (ValueError, OverflowError):
-                raise ModuleError(f"{module.name}: parameter {name}={value!r} is not a {size * 8}-bit "
-                                  f"{'signed ' if signed else ''}integer") from None
-            self.machine.write(address, raw)
+            address, size, signed, count, most = module.params[name]
+            items = value.split(",") if isinstance(value, str) and count is not None else [value]
+            if len(items) > most:
+                raise ModuleError(f"{module.name}: parameter {name} takes at most {most} values, not {len(items)}")
+            raws = []
+            for item in items:
+                try:
+                    number = int(item, 0) if isinstance(item, str) else int(item)
+                    raws.append(number.to_bytes(size, "little", signed=signed))
+                except (ValueError, OverflowError):
+                    raise ModuleError(f"{module.name}: parameter {name}={value!r} is not a {size * 8}-bit "
+                                      f"{'signed ' if signed else ''}integer"
+                                      f"{' list' if count is not None else ''}") from None
+            self.machine.write(address, b"".join(raws))
+            if count is not None:      # module_param_array(): how many were given
+                self.machine.set_u32(count, len(raws))
 
     def set_state(self, module, state):
         """struct module .state, as the loader moves it (COMING, LIVE, GOING)."""

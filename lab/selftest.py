@@ -39,7 +39,11 @@ class Selftest:
     running upstream's consistency model (the kernel's own transition
     work switches sleeping tasks after a stack check)."""
 
-    def __init__(self, *, workload="quiet", model="upstream", patches_dir=PATCHES, **boot_args):
+    def __init__(self, *, workload="quiet", model="upstream", patches_dir=PATCHES, style="modprobe",
+                 **boot_args):
+        # style: how the script's shell loads modules and words it, "% modprobe
+        # NAME" (the older functions.sh) or "% insmod test_modules/NAME.ko"
+        self.style = style
         self.system = boot(workload=workload, model=model, **boot_args)
         self.dir = pathlib.Path(patches_dir)
         self._mark = len(self.system.console)
@@ -86,8 +90,16 @@ class Selftest:
         return self.dir / f"{mod}.o"
 
     def _modprobe_line(self, mod, params):
-        msg = f"% modprobe {mod} " + " ".join(f"{k}={v}" for k, v in params.items())
+        what = f"insmod test_modules/{mod}.ko" if self.style == "insmod" else f"modprobe {mod}"
+        msg = f"% {what} " + " ".join(f"{k}={v}" for k, v in params.items())
         return msg.rstrip()
+
+    def _load_error(self, mod, exc):
+        """What modprobe or insmod prints when the load fails."""
+        why = str(exc).rsplit(": ", 1)[-1]
+        if self.style == "insmod":
+            return f"insmod: ERROR: could not insert module test_modules/{mod}.ko: {why}"
+        return f"modprobe: ERROR: could not insert '{mod}': {why}"
 
     # ---- the functions ----
     def start_test(self, name=None):
@@ -123,7 +135,7 @@ class Selftest:
         try:
             self.system.insmod(self._path(mod), params)
         except LivepatchError as e:
-            self.log(str(e))
+            self.log(self._load_error(mod, e))
             return str(e)
         self.die(f"{mod} unexpectedly loaded")
 
@@ -143,6 +155,18 @@ class Selftest:
         self.system.write_file(f"{KLP_SYSFS_DIR}/{mod}/enabled", "0")
         if not self.loop_until(lambda: not self.exists(f"{KLP_SYSFS_DIR}/{mod}/enabled")):
             self.die(f"failed to disable livepatch {mod}")
+
+    def spawn(self, program):
+        """./PROGRAM &: its pid."""
+        try:
+            return self.system.spawn(program)
+        except LivepatchError as e:
+            self.die(str(e))
+
+    def kill(self, pid):
+        """kill PID (SIGTERM), and wait until it has gone."""
+        self.system.send_signal(pid, 15)
+        self.loop_until(lambda: self.system.task(pid).state.value in ("dead", "unused"))
 
     def set_pre_patch_ret(self, mod, ret):
         path = f"/sys/module/{mod}/parameters/pre_patch_ret"

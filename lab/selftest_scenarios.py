@@ -11,11 +11,14 @@ from __future__ import annotations
 from .selftest import SelftestError
 
 SCENARIOS = []      # (script, title, function), in the scripts' order
+STYLES = {}         # script -> how its functions.sh words a load, when not "modprobe"
 
 
-def scenario(script, title):
+def scenario(script, title, style="modprobe"):
     def register(fn):
         SCENARIOS.append((script, title, fn))
+        if style != "modprobe":
+            STYLES[script] = style
         return fn
     return register
 
@@ -537,11 +540,35 @@ def ftrace_livepatch_interaction_with_ftrace_enabled_sysctl(st):
         disable(LP), f"% rmmod {LP}"])
 
 
+
+# ---- test-syscall.sh (the insmod-era functions.sh words its loads "% insmod test_modules/NAME.ko") ----
+
+SYSCALL = "test_klp_syscall"
+
+
+@scenario("test-syscall.sh", "patch getpid syscall while being heavily hammered", style="insmod")
+def patch_getpid_syscall_while_being_heavily_hammered(st):
+    nproc = 1                          # getconf _NPROCESSORS_ONLN: the lab's machine has one CPU
+    pids = [st.spawn("test_klp-call_getpid") for _ in range(nproc)]
+    pid_list = ",".join(map(str, pids))
+    st.load_lp(SYSCALL, klp_pids=pid_list)
+    expect(st.loop_until(lambda: st.cat("/sys/kernel/test_klp_syscall/npids") == "0"),
+           "the getpid callers did not all reach the new getpid")
+    pending = st.cat("/sys/kernel/test_klp_syscall/npids")
+    st.log(f"{SYSCALL}: Remaining not livepatched processes: {pending}")
+    for pid in pids:
+        st.kill(pid)
+    st.disable_lp(SYSCALL)
+    st.unload_lp(SYSCALL)
+    return "\n".join([
+        f"% insmod test_modules/{SYSCALL}.ko klp_pids={pid_list}", enable(SYSCALL),
+        f"{SYSCALL}: Remaining not livepatched processes: 0", disable(SYSCALL), f"% rmmod {SYSCALL}"])
+
 def run(script, title, **boot_args):
     """Play one scenario on a fresh kernel: (expected log, the kernel's log)."""
     from .selftest import Selftest
     fn = find(script, title)
-    with Selftest(**boot_args) as st:
+    with Selftest(style=STYLES.get(script, "modprobe"), **boot_args) as st:
         st.start_test(title)
         expected = fn(st)
         return expected, st.result()

@@ -241,6 +241,15 @@ class System:
             raise LivepatchError(f"cat: {path}: {STRERROR.get(-ret, f'error {ret}')}")
         return request.text
 
+    def spawn(self, program):
+        """Start a user program the kernel has (`test_klp-call_getpid`), as a
+        shell's `PROGRAM &`; its pid (tid)."""
+        from .livepatch.klp import STRERROR
+        ret = self._finish_request(self._livepatch.spawn(program))
+        if ret < 0:
+            raise LivepatchError(f"{program}: {STRERROR.get(-ret, f'error {ret}')}")
+        return ret
+
     def stat(self, path):
         """stat(2)'s st_mode of a file the kernel serves (the live patching sysfs)."""
         from .livepatch.klp import STRERROR

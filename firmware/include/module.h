@@ -62,12 +62,18 @@ void klp_module_going(struct module *mod);
 struct kernel_param {
 	const char *name;
 	void *arg;
-	int size;        /* bytes: 1 (bool), 4 (int) */
+	int size;        /* bytes of one value: 1 (bool), 4 (int), 8 */
 	int is_signed;
+	unsigned int *num;   /* module_param_array(): where the count of values goes, else NULL */
+	unsigned int max;    /* module_param_array(): room for this many values */
 };
 #define module_param(var, type, perm) \
 	static const struct kernel_param __param_##var __attribute__((section(".modparams"), used)) = \
-		{ #var, &var, sizeof(var), (type)-1 < (type)0 }
+		{ #var, &var, sizeof(var), (type)-1 < (type)0, NULL, 1 }
+/* NAME=v1,v2,...: an array of values and their count */
+#define module_param_array(var, type, nump, perm) \
+	static const struct kernel_param __param_##var __attribute__((section(".modparams"), used)) = \
+		{ #var, var, sizeof(var[0]), (type)-1 < (type)0, nump, sizeof(var) / sizeof(var[0]) }
 #define MODULE_PARM_DESC(var, desc)
 
 #ifdef KBUILD_MODNAME

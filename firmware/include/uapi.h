@@ -44,6 +44,7 @@ struct sigaction_u {
 #define ENOENT   2
 #define ESRCH    3
 #define EINTR    4
+#define EIO      5
 #define EBADF    9
 #define EAGAIN  11
 #define ENOMEM  12

@@ -95,3 +95,14 @@ void user_hammer_main(void)
 		user_work(i, 20);
 	}
 }
+
+/* test_klp-call_getpid, upstream's syscall selftest helper: calls getpid()
+ * until a signal ends it, and fails if the answer ever changes. */
+void user_getpid_main(void)
+{
+	long pid = getpid();
+
+	for (;;)
+		if (getpid() != pid)
+			exit(1);
+}

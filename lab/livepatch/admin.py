@@ -4,7 +4,7 @@ that kmodloader starts; and what a module coming or going does to the
 patches of its functions."""
 from __future__ import annotations
 
-from .klp import REQ_READ, REQ_RMMOD, REQ_STAT, REQ_WRITE, KlpBusy, Request
+from .klp import REQ_READ, REQ_RMMOD, REQ_SPAWN, REQ_STAT, REQ_WRITE, KlpBusy, Request
 from .patch import LivepatchError, PatchState
 
 
@@ -26,6 +26,11 @@ class Admin:
     def read_file(self, path):
         """`cat PATH` from a task of the kernel; the Request's text once done."""
         return self._submit(Request(REQ_READ, path=str(path)))
+
+    def spawn(self, program):
+        """`PROGRAM &`: start one of the kernel's user programs; the
+        Request's result is its pid once started."""
+        return self._submit(Request(REQ_SPAWN, path=str(program)))
 
     def stat_file(self, path):
         """stat PATH from a task of the kernel; the Request's result is the mode."""

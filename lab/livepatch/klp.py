@@ -20,12 +20,12 @@ MAX_OBJECTS = 16
 MAX_FUNCS = 64
 
 # errno names as strerror() words them: modprobe's "could not insert" line
-STRERROR = {1: "Operation not permitted", 2: "No such file or directory", 11: "Resource temporarily unavailable",
+STRERROR = {1: "Operation not permitted", 5: "Input/output error", 2: "No such file or directory", 11: "Resource temporarily unavailable",
             12: "Cannot allocate memory", 13: "Permission denied", 14: "Bad address",
             16: "Device or resource busy", 17: "File exists", 19: "No such device", 22: "Invalid argument"}
 
-REQ_RMMOD, REQ_WRITE, REQ_READ, REQ_STAT = 1, 2, 3, 4
-REQUEST_NAMES = {REQ_RMMOD: "rmmod", REQ_WRITE: "echo", REQ_READ: "cat", REQ_STAT: "stat"}
+REQ_RMMOD, REQ_WRITE, REQ_READ, REQ_STAT, REQ_SPAWN = 1, 2, 3, 4, 5
+REQUEST_NAMES = {REQ_RMMOD: "rmmod", REQ_WRITE: "echo", REQ_READ: "cat", REQ_STAT: "stat", REQ_SPAWN: "sh"}
 REQ_PATH, REQ_BUF, REQ_SIZE = 24, 24 + 96, 24 + 96 + 128     # struct lab_request (firmware/module.c)
 
 
