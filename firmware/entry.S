@@ -215,6 +215,36 @@ rewind_stack_and_make_dead:
 	jmp	2b
 	.size	rewind_stack_and_make_dead, . - rewind_stack_and_make_dead
 
+/* What the code on a pad calls first when the function has users besides
+ * its live patch (kprobes, the function tracer): ftrace_ops_list_func(
+ * function, its caller), with the argument registers kept.  The caller
+ * code pushed the function's address; above it are the return address
+ * into the function (after its pad) and the one into its caller. */
+	.globl ftrace_ops_caller
+	.type	ftrace_ops_caller, @function
+ftrace_ops_caller:
+	pushq	%rdi
+	pushq	%rsi
+	pushq	%rdx
+	pushq	%rcx
+	pushq	%rax
+	pushq	%r8
+	pushq	%r9
+	pushq	%r10
+	movq	72(%rsp), %rdi		/* the function */
+	movq	88(%rsp), %rsi		/* where it was called from */
+	call	ftrace_ops_list_func
+	popq	%r10
+	popq	%r9
+	popq	%r8
+	popq	%rax
+	popq	%rcx
+	popq	%rdx
+	popq	%rsi
+	popq	%rdi
+	ret
+	.size	ftrace_ops_caller, . - ftrace_ops_caller
+
 	.section .bss
 	.balign 16
 	.globl cpu_user_rsp

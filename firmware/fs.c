@@ -359,6 +359,7 @@ static ssize_t kmsg_store(void *data, const char *buf)
  * there is none (-ENOENT), an ERR_PTR if it may not be opened so. */
 struct file *module_sysfs_open(const char *path, int flags);
 struct file *kobject_sysfs_open(const char *path, int flags);
+struct file *tracefs_open(const char *path, int flags);
 
 struct file *proc_open(const char *path, int flags)
 {
@@ -380,6 +381,9 @@ struct file *proc_open(const char *path, int flags)
 	if (f)
 		return f;
 	f = kobject_sysfs_open(path, flags);
+	if (f)
+		return f;
+	f = tracefs_open(path, flags);
 	if (f)
 		return f;
 	return klp_sysfs_open(path, flags);

@@ -15,6 +15,7 @@
 #include "kernel.h"
 #include "livepatch.h"
 #include "kgraft.h"
+#include "kprobes.h"
 
 #define KLP_UNDEFINED -1
 #define KLP_UNPATCHED 0
@@ -262,9 +263,18 @@ static int klp_patch_object(struct klp_object *obj)
 	struct klp_func *func;
 
 	klp_for_each_func_static(obj, func) {
-		if (!ftrace_enabled) {
-			pr_err("failed to register ftrace handler for function '%s' (%d)\n", func->old_name, -EBUSY);
-			return -EBUSY;
+		long ret = -EBUSY;
+		unsigned long ip;
+
+		/* register_ftrace_function(): refused with ftrace off, or when
+		 * another user may already change where the function goes */
+		if (ftrace_enabled) {
+			ip = obj->name ? 0 : kallsyms_lookup_name(func->old_name);
+			ret = ip ? hypercall3(HC_FTRACE_OPS, ip, FTRACE_OPS_LIVEPATCH | FTRACE_OPS_IPMODIFY, 2) : 0;
+		}
+		if (ret) {
+			pr_err("failed to register ftrace handler for function '%s' (%ld)\n", func->old_name, ret);
+			return (int)ret;
 		}
 	}
 	obj->patched = true;

@@ -489,6 +489,7 @@ class Module:
 
 
 MODULE_STATE_LIVE, MODULE_STATE_COMING, MODULE_STATE_GOING, MODULE_STATE_UNFORMED = range(4)
+_BOOLS = {"y": 1, "yes": 1, "true": 1, "on": 1, "n": 0, "no": 0, "false": 0, "off": 0}
 
 
 class ModuleLoader:
@@ -739,6 +740,8 @@ class ModuleLoader:
             raws = []
             for item in items:
                 try:
+                    if size == 1 and isinstance(item, str) and item.lower() in _BOOLS:
+                        item = _BOOLS[item.lower()]      # a bool parameter, as param_set_bool() reads it
                     number = int(item, 0) if isinstance(item, str) else int(item)
                     raws.append(number.to_bytes(size, "little", signed=signed))
                 except (ValueError, OverflowError):

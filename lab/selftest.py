@@ -27,6 +27,7 @@ MAX_RETRIES = 600              # functions.sh: 600 tries ...
 RETRY_INTERVAL = 100_000       # ... with this many instructions between them (its 0.1 s)
 KLP_SYSFS_DIR = "/sys/kernel/livepatch"
 HZ = 100                       # the kernel's ticks a second (firmware kernel.h)
+TRACING = "/sys/kernel/tracing"
 
 
 class SelftestError(LabError):
@@ -202,6 +203,23 @@ class Selftest:
                 return
             self.die(f"failed to set kernel.ftrace_enabled = {value}")
         self.log(f"livepatch: kernel.ftrace_enabled = {result}")
+
+    def trace_function(self, funcname):
+        """The function tracer on one function (tracefs)."""
+        self.system.write_file(f"{TRACING}/set_ftrace_filter", funcname)
+        if self.system.write_file(f"{TRACING}/current_tracer", "function") < 0:
+            self.die(f"cannot trace {funcname}")
+
+    def check_traced_functions(self, *funcnames):
+        trace = self.system.read_file(f"{TRACING}/trace")
+        for funcname in funcnames:
+            if funcname not in trace:
+                self.die(f"Function ({funcname}) not found in the trace buffer")
+        self.cleanup_tracing()
+
+    def cleanup_tracing(self):
+        self.system.write_file(f"{TRACING}/current_tracer", "nop")
+        self.system.write_file(f"{TRACING}/set_ftrace_filter", "")
 
     def grep_live_patched(self, path):
         """grep 'live patched' PATH > /dev/kmsg"""

@@ -514,31 +514,98 @@ def sysfs_test_object_patched(st):
         cb_disable(DEMO), f"% rmmod {DEMO}"])
 
 
-# ---- test-ftrace.sh ----
+# ---- test-ftrace.sh (the insmod-era script: its functions.sh words a load "% insmod test_modules/NAME.ko") ----
 
-@scenario("test-ftrace.sh", "livepatch interaction with ftrace_enabled sysctl")
-def ftrace_livepatch_interaction_with_ftrace_enabled_sysctl(st):
+def insmod(mod, params=""):
+    return f"% insmod test_modules/{mod}.ko" + (f" {params}" if params else "")
+
+
+def refused_by_ftrace(mod, func="cmdline_proc_show"):
+    """A live patch whose ftrace handler cannot be registered (-EBUSY)."""
+    return "\n".join([
+        insmod(mod), f"livepatch: enabling patch '{mod}'", f"livepatch: '{mod}': initializing patching transition",
+        f"livepatch: failed to register ftrace handler for function '{func}' (-16)",
+        "livepatch: failed to patch object 'vmlinux'", f"livepatch: failed to enable patch '{mod}'",
+        f"livepatch: '{mod}': canceling patching transition, going to unpatch",
+        f"livepatch: '{mod}': completing unpatching transition", f"livepatch: '{mod}': unpatching complete",
+        f"insmod: ERROR: could not insert module test_modules/{mod}.ko: Device or resource busy"])
+
+
+@scenario("test-ftrace.sh", "livepatch interaction with ftrace_enabled sysctl", style="insmod")
+def livepatch_interaction_with_ftrace_enabled_sysctl(st):
     st.set_ftrace_enabled(0)
     st.load_failing_mod(LP)
     st.set_ftrace_enabled(1)
     st.load_lp(LP)
     expect(st.cat("/proc/cmdline") == f"{LP}: this has been live patched", "/proc/cmdline is not patched")
-    st.set_ftrace_enabled(0, can_fail=True)
+    st.set_ftrace_enabled(0, can_fail=True)      # ftrace cannot be turned off under a live patch
     expect(st.cat("/proc/cmdline") == f"{LP}: this has been live patched", "/proc/cmdline is not patched")
     st.disable_lp(LP)
     st.unload_lp(LP)
     return "\n".join([
-        "livepatch: kernel.ftrace_enabled = 0", f"% modprobe {LP}",
-        f"livepatch: enabling patch '{LP}'", f"livepatch: '{LP}': initializing patching transition",
-        "livepatch: failed to register ftrace handler for function 'cmdline_proc_show' (-16)",
-        "livepatch: failed to patch object 'vmlinux'", f"livepatch: failed to enable patch '{LP}'",
-        f"livepatch: '{LP}': canceling patching transition, going to unpatch",
-        f"livepatch: '{LP}': completing unpatching transition", f"livepatch: '{LP}': unpatching complete",
-        f"modprobe: ERROR: could not insert '{LP}': Device or resource busy",
-        "livepatch: kernel.ftrace_enabled = 1", f"% modprobe {LP}", enable(LP),
+        "livepatch: kernel.ftrace_enabled = 0", refused_by_ftrace(LP),
+        "livepatch: kernel.ftrace_enabled = 1", insmod(LP), enable(LP),
         'livepatch: sysctl: setting key "kernel.ftrace_enabled": Device or resource busy',
         disable(LP), f"% rmmod {LP}"])
 
+
+@scenario("test-ftrace.sh", "trace livepatched function and check that the live patch remains in effect",
+          style="insmod")
+def trace_livepatched_function(st):
+    st.load_lp(LP)
+    st.trace_function("livepatch_cmdline_proc_show")
+    if st.cat("/proc/cmdline") == f"{LP}: this has been live patched":
+        st.log("livepatch: ok")
+    st.check_traced_functions("livepatch_cmdline_proc_show")
+    st.disable_lp(LP)
+    st.unload_lp(LP)
+    return "\n".join([insmod(LP), enable(LP), "livepatch: ok", disable(LP), f"% rmmod {LP}"])
+
+
+@scenario("test-ftrace.sh", "livepatch a traced function and check that the live patch remains in effect",
+          style="insmod")
+def livepatch_a_traced_function(st):
+    st.trace_function("cmdline_proc_show")
+    st.load_lp(LP)
+    if st.cat("/proc/cmdline") == f"{LP}: this has been live patched":
+        st.log("livepatch: ok")
+    st.check_traced_functions("cmdline_proc_show")
+    st.disable_lp(LP)
+    st.unload_lp(LP)
+    return "\n".join([insmod(LP), enable(LP), "livepatch: ok", disable(LP), f"% rmmod {LP}"])
+
+
+# ---- test-kprobe.sh ----
+
+KPROBE = "test_klp_kprobe"
+
+
+@scenario("test-kprobe.sh", "livepatch interaction with kprobed function with post_handler", style="insmod")
+def kprobed_function_with_post_handler(st):
+    st.load_mod(KPROBE, has_post_handler="true")
+    st.load_failing_mod(LP)
+    st.unload_mod(KPROBE)
+    return "\n".join([insmod(KPROBE, "has_post_handler=true"), refused_by_ftrace(LP), f"% rmmod {KPROBE}"])
+
+
+@scenario("test-kprobe.sh", "livepatch interaction with kprobed function without post_handler", style="insmod")
+def kprobed_function_without_post_handler(st):
+    st.load_mod(KPROBE, has_post_handler="false")
+    st.load_lp(LP)
+    expect(st.cat("/proc/cmdline") == f"{LP}: this has been live patched", "/proc/cmdline is not patched")
+    hits = kprobe_hits(st)
+    expect(hits > 0, "the kprobe did not fire on the live patched function")
+    st.unload_mod(KPROBE)
+    st.disable_lp(LP)
+    st.unload_lp(LP)
+    return "\n".join([insmod(KPROBE, "has_post_handler=false"), insmod(LP), enable(LP), f"% rmmod {KPROBE}",
+                      disable(LP), f"% rmmod {LP}"])
+
+
+def kprobe_hits(st):
+    """How often the kprobe fired (its nhit, read from the module's memory)."""
+    module = next(p.module for p in st.system.livepatch.loaded_modules() if p.module.name == KPROBE)
+    return st.system.machine.u64(module.symbols["kp"].address + 4 * 8)
 
 
 # ---- test-syscall.sh (the insmod-era functions.sh words its loads "% insmod test_modules/NAME.ko") ----

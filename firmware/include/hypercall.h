@@ -30,6 +30,7 @@
 #define HC_KLP_FREE        18   /* (patch): the patch left klp_patches */
 #define HC_REQUEST_DONE    19   /* (request kind, result): a lab request finished (file, rmmod) */
 #define HC_KLP_OBJECT      20   /* (patch, object, 1: patch it / 0: unpatch it): a module came or goes */
+#define HC_FTRACE_OPS      21   /* (function, FTRACE_OPS_* flags, 1 on / 0 off / 2 would it be refused?) */
 
 #ifndef __ASSEMBLER__
 static inline __attribute__((always_inline)) long

@@ -62,7 +62,7 @@ class Admin:
         for f in patch.module_funcs.get(obj_name, ()):
             stack = self._stacks.setdefault(f.old_addr, [])
             stack.append((patch, f.new_addr))
-            self.ftrace.set_jmp(f.old_addr, f.new_addr)
+            self._settle_pad(f.old_addr, f.new_addr)
 
     def _object_unpatch(self, patch, obj_name):
         """The module goes: its functions leave the patch (klp_unpatch_object())."""
@@ -70,10 +70,10 @@ class Admin:
             stack = [e for e in self._stacks.get(f.old_addr, []) if e[0] is not patch]
             if stack:
                 self._stacks[f.old_addr] = stack
-                self.ftrace.set_jmp(f.old_addr, stack[-1][1])
+                self._settle_pad(f.old_addr, stack[-1][1])
             else:
                 self._stacks.pop(f.old_addr, None)
-                self.ftrace.set_nop(f.old_addr)
+                self._settle_pad(f.old_addr, None)
 
     def _rmmod_done(self, module):
         patch = next((p for p in self.patches if p.module is module), None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from .. import events as ev
 from ..errors import GuestFault, LabError
 from ..ftrace import FtraceError
-from .patch import LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_trampoline
+from .patch import (LivepatchError, Patch, PatchDescription, PatchFunc, PatchState, build_ops_stub,
+                    build_trampoline)
 from .transition import IRQ, Transition
 from .klp import Klp
 from ..modules import ModuleError
@@ -79,6 +80,8 @@ class Livepatch(Models, Reclaim, Admin):
         kernel.slice_hooks.append(self._after_slice)
         self.klp = Klp(self)
         self._signaled = None    # the transition "signaling remaining tasks" was said for
+        self._ops = {}           # pad -> [FTRACE_OPS_* flags of each other user] (kprobes, the tracer)
+        kernel.on_hypercall("FTRACE_OPS", self._hc_ftrace_ops)
         if model == "upstream":
             # chosen at boot: the firmware runs upstream's consistency model
             self.machine.set_u32(self.image.address("klp_mode"), self.image.const("KLP_MODE_UPSTREAM_NR"))
@@ -220,6 +223,9 @@ class Livepatch(Models, Reclaim, Admin):
                                       f"of a function of {module.name}")
             if pad.address in seen:
                 raise Refusal(EINVAL, f"'{name}': {old_name} is listed twice; a patch replaces a function once")
+            if any(f & self.kernel.c["FTRACE_OPS_IPMODIFY_FLAG"] for f in self._ops.get(pad.address, ())):
+                raise Refusal(EBUSY, f"'{name}': {old_name} has a kprobe with a post handler, which may change "
+                                     "where it continues; remove it first (only one such user per function)")
             seen.add(pad.address)
             funcs.append(PatchFunc(old_name, pad.address, new_fn.name, new_addr))
         if not funcs:
@@ -419,6 +425,8 @@ class Livepatch(Models, Reclaim, Admin):
                 self._force()
             elif what == "finish":
                 self._finish(guest_done=True)
+            elif what == "ops":
+                self._ops_changed(patch)
             elif what == "obj-patch":
                 self._object_patch(*patch)
             elif what == "obj-unpatch":
@@ -480,11 +488,7 @@ class Livepatch(Models, Reclaim, Admin):
         tramps = {}
         try:
             for pad, (old, new) in funcs.items():
-                tramps[pad] = self.ftrace.alloc_trampoline(
-                    lambda a, old=old, new=new: build_trampoline(a, self._consts, old, new,
-                                                                 irq_universe=self.model != "upstream"),
-                    (old, new),
-                    owner=self.kernel.function_name(pad))
+                tramps[pad] = self._transition_trampoline(pad, old, new)
         except FtraceError:
             for address in tramps.values():
                 self.ftrace.retired[address] = self.ftrace.trampolines()[address][0]
@@ -500,6 +504,86 @@ class Livepatch(Models, Reclaim, Admin):
         if not quiet:        # klp: klp_start_transition() said it in the guest
             self._log(f"'{patch.name}': starting {verb} transition")
         return t
+
+    # ---- a pad's other users (ftrace_ops: kprobes, the function tracer) ----
+    def _transition_trampoline(self, pad, old, new):
+        dispatch = self.image.address("ftrace_ops_caller") if self._ops.get(pad) else None
+        return self.ftrace.alloc_trampoline(
+            lambda a: build_trampoline(a, self._consts, old, new, irq_universe=self.model != "upstream",
+                                       pad=pad, dispatch=dispatch),
+            (old, new), owner=self.kernel.function_name(pad))
+
+    def _settle_pad(self, pad, target):
+        """The pad of a function no transition is switching: a direct JMP to
+        its live version (or its own body: NOP), kGraft's "no checks once
+        everyone has moved"; with other users on the pad, a CALL to code
+        that runs them first, then goes there (upstream keeps its handler)."""
+        if self._ops.get(pad):
+            dispatch = self.image.address("ftrace_ops_caller")
+            stub = self.ftrace.alloc_trampoline(lambda a: build_ops_stub(a, pad, dispatch, target), (target,),
+                                                owner=self.kernel.function_name(pad))
+            self.ftrace.set_call(pad, stub)
+        elif target is None:
+            self.ftrace.set_nop(pad)
+        else:
+            self.ftrace.set_jmp(pad, target)
+        self.ftrace.retire_trampolines()
+
+    def _livepatched(self, pad):
+        if pad in self._stacks:
+            return True
+        for funcs in (self.transition.funcs if self.transition else {},
+                      self._waiting[1] if self._waiting else {},
+                      self._stop["transition"].funcs if self._stop else {}):
+            if pad in funcs:
+                return True
+        return False
+
+    def _is_pad(self, address):
+        if any(p.address == address for p in self.image.pads):
+            return True
+        m = self.modules.module_at(address)
+        return m is not None and any(a == address for a, _f in m.pads)
+
+    def _hc_ftrace_ops(self, ip, flags, on):
+        """register_ftrace_function() for a kprobe or the tracer (on 1/0), or
+        whether a live patch's handler would be refused here (on 2): only one
+        user of a function may change where it continues (IPMODIFY)."""
+        ipmodify = self.kernel.c["FTRACE_OPS_IPMODIFY_FLAG"]
+        if not self._is_pad(ip):
+            return -EINVAL
+        users = self._ops.get(ip, [])
+        if on == 2:
+            return -EBUSY if any(f & ipmodify for f in users) else 0
+        if on == 1:
+            if flags & ipmodify and (self._livepatched(ip) or any(f & ipmodify for f in users)):
+                return -EBUSY
+            self._ops.setdefault(ip, []).append(flags)
+        elif on == 0:
+            if flags not in users:
+                return -EINVAL
+            users.remove(flags)
+            if not users:
+                self._ops.pop(ip, None)
+        else:
+            raise GuestFault(f"ftrace_ops request {on} for {ip:#x}: neither on (1), off (0) nor a query (2)")
+        self._requests.append(("ops", ip))
+        self.machine.stop()
+        return 0
+
+    def _ops_changed(self, pad):
+        """Rewrite a pad whose other users changed."""
+        t = self.transition
+        if t is not None and pad in t.funcs:
+            old, new = t.funcs[pad]
+            self.ftrace.set_call(pad, self._transition_trampoline(pad, old, new))
+            self.ftrace.retire_trampolines()
+        elif pad in self._stacks:
+            self._settle_pad(pad, self._stacks[pad][-1][1])
+        elif not self._livepatched(pad):
+            self._settle_pad(pad, None)
+        # (a pad whose patch waits for the grace period or a stop-machine
+        # attempt is written when that transition starts)
 
     def _start(self, patch):
         desc = patch.description
@@ -546,11 +630,7 @@ class Livepatch(Models, Reclaim, Admin):
         if not klp:
             self._log(f"'{patch.name}': completing {verb} transition")
         for pad, (old, new) in t.funcs.items():
-            final = new if t.target == 1 else old
-            if final is None:
-                self.ftrace.set_nop(pad)
-            else:
-                self.ftrace.set_jmp(pad, final)
+            self._settle_pad(pad, new if t.target == 1 else old)
         now = self.machine.clock
         if t.target == 1:
             desc = patch.description

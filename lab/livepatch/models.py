@@ -101,7 +101,7 @@ class Models:
         if blocker is None:
             # the switch happens while everything stands still
             for pad, (_old, new) in t.funcs.items():
-                self.ftrace.set_jmp(pad, new)
+                self._settle_pad(pad, new)
             t.start()
             t.force(m.clock, by=None)
             self._stop = None

@@ -91,7 +91,33 @@ class Patch:
         self.history.append((at, state.value))
 
 
-def trampoline_source(address, consts, old_target, new_target, irq_universe=True):
+def ops_prelude(pad, dispatch):
+    """When a function has users besides its live patch (kprobes, the
+    function tracer), the code its pad calls first calls them all through
+    the kernel's ftrace_ops_caller (ftrace's ops list): r11 is free here."""
+    if dispatch is None:
+        return ""
+    return f"""
+        mov r11, {pad:#x}
+        push r11
+        mov r11, {dispatch:#x}
+        call r11
+        add rsp, 8"""
+
+
+def ops_stub_source(pad, dispatch, target=None):
+    """The code a pad calls when the function's other users must run and no
+    transition decides anything: then into the function's body (target
+    None) or straight to its live patch's version (a completed patch)."""
+    tail = "ret" if target is None else f"add rsp, 8\n jmp {target:#x}"
+    return ops_prelude(pad, dispatch) + f"\n        {tail}\n"
+
+
+def build_ops_stub(address, pad, dispatch, target=None):
+    return assemble(ops_stub_source(pad, dispatch, target), address)
+
+
+def trampoline_source(address, consts, old_target, new_target, irq_universe=True, pad=None, dispatch=None):
     """The kGraft decision stub (kGraft's kgr_stub): called from a pad during a
     transition, it picks the old or the new function by the caller's universe,
     the interrupt context's own when it runs in an interrupt.  A target of
@@ -115,7 +141,7 @@ def trampoline_source(address, consts, old_target, new_target, irq_universe=True
         mov r11, {consts['irq_depth']:#x}
         cmp dword ptr [r11], 0
         jne irq""" if irq_universe else ""
-    return f"""
+    return ops_prelude(pad, dispatch) + f"""
         mov r11, {consts['preempt_count']:#x}
         inc dword ptr [r11]{irq_check}
         mov r11, {consts['current_task']:#x}
@@ -137,5 +163,6 @@ def trampoline_source(address, consts, old_target, new_target, irq_universe=True
     """
 
 
-def build_trampoline(address, consts, old_target, new_target, irq_universe=True):
-    return assemble(trampoline_source(address, consts, old_target, new_target, irq_universe), address)
+def build_trampoline(address, consts, old_target, new_target, irq_universe=True, pad=None, dispatch=None):
+    return assemble(trampoline_source(address, consts, old_target, new_target, irq_universe, pad, dispatch),
+                    address)
