@@ -28,8 +28,13 @@ explore: $(VENV)/.installed
 fuzz: $(VENV)/.installed
 	$(BIN)/python -m lab.fuzz --patches 10000 --traces 300 --cmdlines 1000
 
+# the kernel, then every module built against its headers (all are committed)
 firmware:
 	$(MAKE) -C firmware
+	$(MAKE) -C patches
+	$(MAKE) -C patches/test_modules
+	$(MAKE) -C patches/samples
+	$(MAKE) -C patches/bad
 
 # re-executes every notebook in notebooks/ in place, outputs included
 notebooks: $(VENV)/.installed-test

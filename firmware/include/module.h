@@ -88,6 +88,7 @@ struct module __this_module __attribute__((section(".gnu.linkonce.this_module"))
 typedef unsigned int gfp_t;
 #define GFP_KERNEL 0
 #define GFP_ATOMIC 1
+#define GFP_NOWAIT 2
 void *kmalloc(size_t size, gfp_t flags);
 void *kzalloc(size_t size, gfp_t flags);
 void kfree(const void *p);
