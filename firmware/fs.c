@@ -360,6 +360,7 @@ static ssize_t kmsg_store(void *data, const char *buf)
 struct file *module_sysfs_open(const char *path, int flags);
 struct file *kobject_sysfs_open(const char *path, int flags);
 struct file *tracefs_open(const char *path, int flags);
+struct file *kgraft_proc_open(const char *path, int flags);
 
 struct file *proc_open(const char *path, int flags)
 {
@@ -384,6 +385,9 @@ struct file *proc_open(const char *path, int flags)
 	if (f)
 		return f;
 	f = tracefs_open(path, flags);
+	if (f)
+		return f;
+	f = kgraft_proc_open(path, flags);
 	if (f)
 		return f;
 	return klp_sysfs_open(path, flags);

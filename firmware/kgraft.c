@@ -97,3 +97,49 @@ unsigned long kallsyms_lookup_name(const char *name)
 		return 0;
 	return (unsigned long)hypercall1(HC_KALLSYMS_LOOKUP, name);
 }
+
+/* Written by the lab: 1 while a transition is in progress (any model). */
+volatile int kgr_in_progress;
+
+/* /sys/kernel/kgraft/in_progress (kGraft's): whether a patch is still being
+ * applied or removed. */
+static int kgr_in_progress_show(struct seq_file *m, void *data)
+{
+	return seq_printf(m, "%d\n", READ_ONCE(kgr_in_progress));
+}
+
+/* /proc/<pid>/patch_state (upstream's): -1 with no transition, else the
+ * universe the task is in (0 unpatched, 1 patched, whatever the target). */
+static int patch_state_show(struct seq_file *m, void *data)
+{
+	struct task_struct *p = data;
+
+	if (!READ_ONCE(kgr_in_progress))
+		return seq_printf(m, "%d\n", -1);
+	return seq_printf(m, "%d\n", p->kgr_universe);
+}
+
+struct file *kgraft_proc_open(const char *path, int flags)
+{
+	static const char proc[] = "/proc/";
+	const char *end;
+	unsigned long pid;
+	struct task_struct *p;
+
+	if (!strcmp(path, "/sys/kernel/kgraft/in_progress")) {
+		if ((flags & O_ACCMODE) != O_RDONLY)
+			return ERR_PTR(-EACCES);
+		return seq_file_open(kgr_in_progress_show, NULL, NULL, false);
+	}
+	if (strncmp(path, proc, sizeof(proc) - 1))
+		return NULL;
+	pid = simple_strtoul(path + sizeof(proc) - 1, &end);
+	if (end == path + sizeof(proc) - 1 || strcmp(end, "/patch_state"))
+		return NULL;
+	p = find_task((int)pid);
+	if (!p || p->state == TASK_UNUSED || p->state == TASK_DEAD)
+		return NULL;
+	if ((flags & O_ACCMODE) != O_RDONLY)
+		return ERR_PTR(-EACCES);
+	return seq_file_open(patch_state_show, NULL, p, false);
+}

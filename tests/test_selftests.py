@@ -122,3 +122,23 @@ def test_lab_run_refuses_a_bad_write_or_rmmod_in_one_line(capsys, argv, message)
     assert main(["run", "--instructions", "6e6", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_patch_state_and_kgrafts_in_progress_follow_the_transition():
+    """/proc/<pid>/patch_state (upstream) and /sys/kernel/kgraft/in_progress
+    (kGraft), read through the kernel: -1 and 0 with no transition; during
+    one, each task's universe, until it completes."""
+    import lab
+    with lab.boot() as s:
+        assert (s.read_file("/sys/kernel/kgraft/in_progress"), s.read_file("/proc/3/patch_state")) == ("0\n", "-1\n")
+        s.run(1_000_000)
+        s.apply_patch("patches/kgr_capable.o")
+        assert s.read_file("/sys/kernel/kgraft/in_progress") == "1\n"
+        reader = s.task("pipe-reader")
+        assert s.read_file(f"/proc/{reader.tid}/patch_state") == "0\n"      # the sleeper has not moved
+        s.send_fake_signals()
+        s.run_until_patched(10_000_000)
+        assert s.read_file("/sys/kernel/kgraft/in_progress") == "0\n"
+        assert s.read_file(f"/proc/{reader.tid}/patch_state") == "-1\n"
+        with pytest.raises(Exception, match="No such file"):
+            s.read_file("/proc/99/patch_state")

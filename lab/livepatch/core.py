@@ -498,6 +498,7 @@ class Livepatch(Models, Reclaim, Admin):
         for pad, tramp in tramps.items():
             self.ftrace.set_call(pad, tramp)
         self.transition = t
+        self._set_in_progress(1)
         if self.model == "upstream" and self.kernel.booted:
             self._upstream_arm(t)
         self._log_start(t)
@@ -538,6 +539,11 @@ class Livepatch(Models, Reclaim, Admin):
             if pad in funcs:
                 return True
         return False
+
+    def _set_in_progress(self, value):
+        """kgr_in_progress, what /sys/kernel/kgraft/in_progress and
+        /proc/<pid>/patch_state read."""
+        self.machine.set_u32(self.image.address("kgr_in_progress"), value)
 
     def _is_pad(self, address):
         if any(p.address == address for p in self.image.pads):
@@ -624,6 +630,7 @@ class Livepatch(Models, Reclaim, Admin):
             self.klp.complete(t)
             return
         self.klp.completing = None
+        self._set_in_progress(0)
         if self.model == "upstream":
             self.machine.set_u32(self.image.address("klp_work_active"), 0)
         verb = "patching" if t.target == 1 else "unpatching"
