@@ -47,8 +47,12 @@ volatile unsigned long modload_request;
 
 /* The user programs a shell could start (their entry points). */
 void user_getpid_main(void);
+void user_insmod_main(void);
+void user_rmmod_main(void);
 static const struct { const char *name; void (*entry)(void); } spawnable[] = {
 	{ "test_klp-call_getpid", user_getpid_main },
+	{ "insmod-sample", user_insmod_main },		/* init_module() of livepatch_sample */
+	{ "rmmod-sample", user_rmmod_main },		/* delete_module("livepatch_sample") */
 };
 struct lab_request {
 	int kind;
@@ -297,4 +301,78 @@ struct file *module_sysfs_open(const char *path, int flags)
 	f->mod = mod;
 	f->kp = kp;
 	return seq_file_open(module_sysfs_show, module_sysfs_store, f, true);
+}
+
+/* ---- init_module() and delete_module() for user programs ---- */
+
+#define MAX_MODULE_IMAGE 0x10000
+/* Written by the lab at the end of the slice the load request ended: the
+ * loaded module's init function, or -errno. */
+volatile long load_module_result;
+
+/* The image is copied into the kernel and handed to the loader (the lab);
+ * the init then runs here, in the caller's task, as Linux's do_init_module()
+ * runs it in the insmod process. */
+long sys_init_module(const void *umod, unsigned long len, const char *uargs)
+{
+	char args[128];
+	void *image;
+	long ret;
+	size_t i;
+
+	if (!capable(CAP_SYS_MODULE))
+		return -EPERM;
+	if (!len || len > MAX_MODULE_IMAGE)
+		return -EINVAL;
+	for (i = 0; i < sizeof(args) - 1; i++) {
+		if (!uargs || copy_from_user(&args[i], uargs + i, 1))
+			break;
+		if (!args[i])
+			break;
+	}
+	args[i] = 0;
+	image = kmalloc(len, GFP_KERNEL);
+	if (!image)
+		return -ENOMEM;
+	if (copy_from_user(image, umod, len)) {
+		kfree(image);
+		return -EFAULT;
+	}
+	load_module_result = 0;
+	hypercall3(HC_LOAD_MODULE, (long)image, len, (long)args);	/* the slice ends here */
+	ret = READ_ONCE(load_module_result);
+	kfree(image);
+	if (ret < 0)
+		return ret;
+	return do_one_initcall((initcall_t)ret);
+}
+
+long sys_delete_module(const char *uname, unsigned int flags)
+{
+	char name[MODULE_NAME_LEN];
+	struct module *mod;
+	size_t i;
+
+	if (!capable(CAP_SYS_MODULE))
+		return -EPERM;
+	for (i = 0; i < sizeof(name) - 1; i++) {
+		if (copy_from_user(&name[i], uname + i, 1))
+			return -EFAULT;
+		if (!name[i])
+			break;
+	}
+	name[i] = 0;
+	mod = find_module(name);
+	if (!mod)
+		return -ENOENT;
+	if (mod->refcnt)
+		return -EWOULDBLOCK;	/* rmmod: "Module is in use" */
+	if (mod->state != MODULE_STATE_LIVE)
+		return -EBUSY;
+	mod->state = MODULE_STATE_GOING;
+	if (mod->exit)
+		mod->exit();
+	klp_module_going(mod);
+	hypercall1(HC_MODULE_GONE, mod);
+	return 0;
 }

@@ -8,7 +8,7 @@
 #include "kernel.h"
 #include "module.h"
 
-#define HEAP_SIZE   0x10000
+#define HEAP_SIZE   0x20000		/* room for a module image (init_module()) */
 #define ALIGN       16
 #define BLOCK_MAGIC 0x6b6d616cU	/* "kmal" */
 

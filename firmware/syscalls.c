@@ -135,6 +135,16 @@ static long sys_sched_yield(void)
 }
 
 #define ARG(n) (regs->n)
+long sys_init_module(const void *umod, unsigned long len, const char *uargs);
+long sys_delete_module(const char *uname, unsigned int flags);
+static long __x64_sys_init_module(struct pt_regs *regs)
+{
+	return sys_init_module((const void *)ARG(di), ARG(si), (const char *)ARG(dx));
+}
+static long __x64_sys_delete_module(struct pt_regs *regs)
+{
+	return sys_delete_module((const char *)ARG(di), ARG(si));
+}
 static long __x64_sys_read(struct pt_regs *regs) { return ksys_read(ARG(di), (char *)ARG(si), ARG(dx)); }
 static long __x64_sys_write(struct pt_regs *regs) { return ksys_write(ARG(di), (const char *)ARG(si), ARG(dx)); }
 static long __x64_sys_open(struct pt_regs *regs) { return do_sys_open((const char *)ARG(di), ARG(si)); }
@@ -173,4 +183,6 @@ const syscall_fn_t sys_call_table[NR_syscalls] = {
 	[__NR_sethostname] = __x64_sys_sethostname,
 	[__NR_gethostname] = __x64_sys_gethostname,
 	[__NR_setpriority] = __x64_sys_setpriority,
+	[__NR_init_module] = __x64_sys_init_module,
+	[__NR_delete_module] = __x64_sys_delete_module,
 };

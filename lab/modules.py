@@ -523,10 +523,21 @@ class ModuleLoader:
             raise ModuleError(f"{path.name}: the object: {why}; {REBUILD}")
         return obj
 
-    def load(self, path):
-        """Relocate the object into the module area and return the Module."""
+    def load(self, path, image=None):
+        """Relocate the object into the module area and return the Module.
+        image: the object's bytes, as init_module() hands them over (path
+        then only names it; the module takes the name it gives itself)."""
         path = pathlib.Path(path)
-        obj = self.parse(path)
+        if image is None:
+            obj = self.parse(path)
+        else:
+            if len(image) > MAX_OBJECT_BYTES:
+                raise ModuleError(f"{path.name}: {len(image):#x} bytes, more than the {MAX_OBJECT_BYTES:#x} a "
+                                  f"module may have")
+            obj = check_object(bytes(image), path.name)
+            why = _lief_agrees(obj)
+            if why is not None:
+                raise ModuleError(f"{path.name}: the object: {why}; {REBUILD}")
         sections, symbols = obj.sections, obj.symbols
         # 1. lay out the allocated sections
         # Read-only sections (text, rodata) first, then, from a new page on,
@@ -647,7 +658,7 @@ class ModuleLoader:
             module.pads = tuple(pads)
         if module.init is None:
             raise ModuleError(f"{path.name}: no init_module; declare one with module_init(fn)")
-        self._module_info(module, obj, sections, layout, blob, base, path)
+        self._module_info(module, obj, sections, layout, blob, base, path, named_by_image=image is not None)
         # a free place in the kernel's module list, found before anything is written
         slot = self._free_slot(module) if module.this_module is not None else None
         # 5. commit: only now does anything reach emulated memory
@@ -664,7 +675,7 @@ class ModuleLoader:
         self.history.append(module)
         return module
 
-    def _module_info(self, module, obj, sections, layout, blob, base, path):
+    def _module_info(self, module, obj, sections, layout, blob, base, path, named_by_image=False):
         """What Linux's loader reads besides code: .modinfo (tag=value
         strings), the module's own struct module and its parameters."""
         info = next((sec for sec in sections if sec.name == ".modinfo"), None)
@@ -681,6 +692,8 @@ class ModuleLoader:
                                   f"({this.size} bytes); {REBUILD}")
             off = this.address - base + c("MODULE_name")
             declared = bytes(blob[off:off + c("MODULE_NAME_SIZE")]).split(b"\0")[0].decode("ascii", "replace")
+            if named_by_image and declared.isidentifier():
+                module.name = declared
             if declared != module.name:
                 raise ModuleError(f"{path.name}: the module calls itself {declared!r} (KBUILD_MODNAME) but the "
                                   f"file is {module.name}.o; build it with `lab patch build` or patches/Makefile")

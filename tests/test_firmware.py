@@ -16,6 +16,11 @@ WORKER_KTHREADS = ("kfreezerd", "kannotated", "kworker/stats")
 def copy_firmware(firmware_dir, dest):
     """The firmware sources without build products."""
     shutil.copytree(firmware_dir, dest, ignore=shutil.ignore_patterns("build", "kernel.elf"))
+    # the module image a user program carries is built from patches/samples
+    samples = dest.parent / "patches" / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    for name in ("livepatch_sample.c", "Makefile"):
+        shutil.copy(firmware_dir.parent / "patches" / "samples" / name, samples / name)
     return dest
 
 

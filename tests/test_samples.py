@@ -60,3 +60,28 @@ def test_the_shadow_fixes_stop_the_leak_and_count_the_checks(system):
     unpatched = [line for line in s.console[mark:] if "livepatch_shadow_mod: dummy_alloc:" in line]
     assert heap(s) == len(unpatched) * LEAK_BYTES
     assert [p.state.value for p in s.patches] == ["removed"] * 3
+
+
+def test_a_user_program_loads_and_removes_the_sample_through_the_system_calls(system):
+    """init_module() and delete_module() from user programs: the image comes
+    from the program's memory, the init runs in its task, removal is refused
+    while the patch is enabled (-EWOULDBLOCK, rmmod's "in use")."""
+    s = system
+    mark = len(s.console)
+    loader = s.spawn("insmod-sample")
+    s.run_until_patched(60_000_000)
+    s.run(3_000_000)
+    patch = s.patches[-1]
+    assert patch.loader_tid == loader and patch.state.value == "complete"
+    assert s.read_file("/proc/cmdline") == "this has been live patched\n"
+    s.spawn("rmmod-sample")
+    s.run(3_000_000)
+    assert s.write_file("/sys/kernel/livepatch/livepatch_sample/enabled", "0") == 1
+    s.run_until_patched(60_000_000)
+    s.run(3_000_000)
+    s.spawn("rmmod-sample")
+    s.run(3_000_000)
+    said = [line.split(": ", 1)[1] for line in s.console[mark:] if "_module(livepatch_sample)" in line]
+    assert said == ["init_module(livepatch_sample) returned 0", "delete_module(livepatch_sample) returned -11",
+                    "delete_module(livepatch_sample) returned 0"]
+    assert patch.state.value == "removed" and not patch.module.loaded

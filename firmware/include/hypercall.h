@@ -31,6 +31,8 @@
 #define HC_REQUEST_DONE    19   /* (request kind, result): a lab request finished (file, rmmod) */
 #define HC_KLP_OBJECT      20   /* (patch, object, 1: patch it / 0: unpatch it): a module came or goes */
 #define HC_FTRACE_OPS      21   /* (function, FTRACE_OPS_* flags, 1 on / 0 off / 2 would it be refused?) */
+#define HC_LOAD_MODULE     22   /* (image, length, arguments): load it; the result is in load_module_result */
+#define HC_MODULE_GONE     23   /* (struct module *): delete_module() ran its exit; free it */
 
 #ifndef __ASSEMBLER__
 static inline __attribute__((always_inline)) long

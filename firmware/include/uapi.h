@@ -19,7 +19,9 @@
 #define __NR_sethostname  12
 #define __NR_gethostname  13
 #define __NR_setpriority  14
-#define NR_syscalls       15
+#define __NR_init_module  15
+#define __NR_delete_module 16
+#define NR_syscalls       17
 
 /* Signals. */
 #define SIGINT    2
@@ -47,6 +49,7 @@ struct sigaction_u {
 #define EIO      5
 #define EBADF    9
 #define EAGAIN  11
+#define EWOULDBLOCK EAGAIN
 #define ENOMEM  12
 #define EACCES  13
 #define EFAULT  14
@@ -73,5 +76,6 @@ struct sigaction_u {
 
 #define CAP_SYS_NICE   23
 #define CAP_SYS_ADMIN  21
+#define CAP_SYS_MODULE 16
 
 #endif

@@ -13,6 +13,8 @@ import sys
 FIRMWARE = pathlib.Path(__file__).resolve().parent.parent
 SUFFIXES = {".c", ".S", ".h", ".ld"}
 NAMES = {"Makefile"}
+# built outside firmware/ and carried in the image (a user program's module image)
+OUTSIDE = ("../patches/samples/livepatch_sample.c", "../patches/samples/Makefile")
 
 
 def source_files(root=FIRMWARE):
@@ -24,6 +26,7 @@ def source_files(root=FIRMWARE):
             continue
         if path.suffix in SUFFIXES or path.name in NAMES:
             files.append(rel)
+    files += [pathlib.PurePosixPath(rel) for rel in OUTSIDE if (root / rel).is_file()]
     return sorted(files, key=lambda p: p.as_posix())
 
 

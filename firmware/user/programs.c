@@ -106,3 +106,36 @@ void user_getpid_main(void)
 		if (getpid() != pid)
 			exit(1);
 }
+
+/* A module image in the program, as a file read by insmod would give it:
+ * upstream's livepatch sample, built for this kernel (patches/samples/). */
+asm(".pushsection .rodata.klp_sample, \"a\"\n"
+    ".globl klp_sample_image\nklp_sample_image:\n"
+    ".incbin \"../patches/samples/livepatch_sample.o\"\n"
+    ".globl klp_sample_image_end\nklp_sample_image_end:\n"
+    ".popsection");
+extern const char klp_sample_image[], klp_sample_image_end[];
+
+static void say_result(const char *what, long ret)
+{
+	char line[64], *p = ustpcpy(line, what);
+
+	p = ustpcpy(p, " returned ");
+	ultoa(p, ret);
+	uputs(line);
+}
+
+/* insmod of the sample through init_module(), then exit. */
+void user_insmod_main(void)
+{
+	say_result("init_module(livepatch_sample)",
+		   init_module(klp_sample_image, klp_sample_image_end - klp_sample_image, ""));
+	exit(0);
+}
+
+/* rmmod of the sample through delete_module(), then exit. */
+void user_rmmod_main(void)
+{
+	say_result("delete_module(livepatch_sample)", delete_module("livepatch_sample", 0));
+	exit(0);
+}

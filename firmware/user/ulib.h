@@ -28,6 +28,14 @@ static inline long pipe(int *fds) { return syscall1(__NR_pipe, fds); }
 static inline long sethostname(const char *name, size_t len) { return syscall2(__NR_sethostname, name, len); }
 static inline long gethostname(char *name, size_t len) { return syscall2(__NR_gethostname, name, len); }
 static inline long sleep_ticks(unsigned long t) { return syscall1(__NR_nanosleep, t); }
+static inline long init_module(const void *image, unsigned long len, const char *args)
+{
+	return syscall3(__NR_init_module, (long)image, len, (long)args);
+}
+static inline long delete_module(const char *name, unsigned int flags)
+{
+	return syscall2(__NR_delete_module, name, flags);
+}
 static inline __attribute__((noreturn)) void exit(int code)
 {
 	syscall1(__NR_exit, code);

@@ -4,8 +4,14 @@ that kmodloader starts; and what a module coming or going does to the
 patches of its functions."""
 from __future__ import annotations
 
+import pathlib
+
+from ..errors import GuestFault
+from ..modules import ModuleError
 from .klp import REQ_READ, REQ_RMMOD, REQ_SPAWN, REQ_STAT, REQ_WRITE, KlpBusy, Request
 from .patch import LivepatchError, PatchState
+
+ENOEXEC, EEXIST, EINVAL = 8, 17, 22
 
 
 class Admin:
@@ -85,3 +91,38 @@ class Admin:
             if module not in self._to_free and patch.state == PatchState.REMOVED:
                 self._to_free.append(module)
 
+
+    # ---- init_module() and delete_module() from user programs ----
+    def _hc_load_module(self, image, length, args):
+        """sys_init_module() hands the image over (already copied into the
+        kernel); the lab loads it once this slice ends, before the caller
+        reads load_module_result and runs the init itself."""
+        m = self.machine
+        if not m.guest_range_ok(image, length) or not 0 < length <= 0x10000:
+            raise GuestFault(f"init_module: an image of {length} bytes at {image:#x} is not in the kernel's memory")
+        text = m.guest_cstring(args, 128) if args else ""
+        self._requests.append(("load-image", (bytes(m.read(image, length)), text or "")))
+        m.stop()
+        return 0
+
+    def _load_image(self, data, args):
+        """The loader's answer to init_module(): the init function, or -errno."""
+        params = dict(item.partition("=")[::2] for item in args.split() if item)
+        try:
+            patch = self.load(pathlib.Path("init_module.ko"), params, image=data)
+            result = patch.module.init
+        except ModuleError as exc:
+            self._log(f"init_module: {exc}", level=3)
+            result = -ENOEXEC if "object" in str(exc) or "ELF" in str(exc) else -EINVAL
+        except LivepatchError as exc:
+            result = -EEXIST if "File exists" in str(exc) else -EINVAL
+            self._log(f"init_module: {exc}", level=3)
+        self.machine.set_u64(self.image.address("load_module_result"), result & (2**64 - 1))
+
+    def _hc_module_gone(self, mod, _b, _c):
+        """sys_delete_module() ran the module's exit: it goes once nothing reaches it."""
+        patch = next((p for p in self.patches if p.module.loaded and p.module.this_module == mod), None)
+        if patch is None:
+            raise GuestFault(f"delete_module: {mod:#x} is no loaded module's struct module")
+        self._requests.append(("rmmod-done", patch.module))
+        self.machine.stop()

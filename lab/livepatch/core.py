@@ -82,6 +82,8 @@ class Livepatch(Models, Reclaim, Admin):
         self._signaled = None    # the transition "signaling remaining tasks" was said for
         self._ops = {}           # pad -> [FTRACE_OPS_* flags of each other user] (kprobes, the tracer)
         kernel.on_hypercall("FTRACE_OPS", self._hc_ftrace_ops)
+        kernel.on_hypercall("LOAD_MODULE", self._hc_load_module)
+        kernel.on_hypercall("MODULE_GONE", self._hc_module_gone)
         if model == "upstream":
             # chosen at boot: the firmware runs upstream's consistency model
             self.machine.set_u32(self.image.address("klp_mode"), self.image.const("KLP_MODE_UPSTREAM_NR"))
@@ -114,13 +116,17 @@ class Livepatch(Models, Reclaim, Admin):
         self.kernel.log.add(ev.PatchEvent, self.machine.clock, name=patch.name, state=state.value, detail=detail)
 
     # ---- loading ----
-    def load(self, path, params=None):
+    def load(self, path, params=None, image=None):
         """Load a patch object (or any module); its init runs in an insmod
         task kmodloader starts (or, before boot, from start_kernel).
-        params: insmod's NAME=VALUE.  Returns the Patch, in state LOADING."""
+        params: insmod's NAME=VALUE.  image: the object's bytes as a user
+        program's init_module() gave them; its caller then runs the init.
+        Returns the Patch, in state LOADING."""
         k, m = self.kernel, self.machine
         # every check before the module is placed: a refusal leaves nothing
-        if not k.booted:
+        if image is not None:
+            pass
+        elif not k.booted:
             n = m.i32(self.image.address("nr_boot_modules"))
             if n >= 8:
                 raise LivepatchError(f"{path}: at most 8 patches can be applied at boot")
@@ -132,7 +138,7 @@ class Livepatch(Models, Reclaim, Admin):
             if m.u64(self.image.address("modload_request")):
                 raise LivepatchError(f"{path}: another module load has not started yet; run the kernel a "
                                      "little and try again")
-        module = self.modules.load(path)
+        module = self.modules.load(path, image=image)
         try:
             if module.this_module is not None and any(
                     other.name == module.name and other is not module for other in self.modules.modules):
@@ -145,6 +151,8 @@ class Livepatch(Models, Reclaim, Admin):
             raise
         patch = Patch(module, params=dict(params or {}))
         self.patches.append(patch)
+        if image is not None:
+            return patch
         if not k.booted:
             m.set_u64(self.image.address("boot_module_inits") + 8 * n, module.init)
             m.set_u32(self.image.address("nr_boot_modules"), n + 1)
@@ -425,6 +433,8 @@ class Livepatch(Models, Reclaim, Admin):
                 self._force()
             elif what == "finish":
                 self._finish(guest_done=True)
+            elif what == "load-image":
+                self._load_image(*patch)
             elif what == "ops":
                 self._ops_changed(patch)
             elif what == "obj-patch":

@@ -20,7 +20,7 @@ MAX_OBJECTS = 16
 MAX_FUNCS = 64
 
 # errno names as strerror() words them: modprobe's "could not insert" line
-STRERROR = {1: "Operation not permitted", 5: "Input/output error", 2: "No such file or directory", 11: "Resource temporarily unavailable",
+STRERROR = {1: "Operation not permitted", 5: "Input/output error", 8: "Exec format error", 2: "No such file or directory", 11: "Resource temporarily unavailable",
             12: "Cannot allocate memory", 13: "Permission denied", 14: "Bad address",
             16: "Device or resource busy", 17: "File exists", 19: "No such device", 22: "Invalid argument"}
 
