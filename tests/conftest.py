@@ -91,10 +91,19 @@ def program_elf(tmp_path):
 def no_mcount_elf(tmp_path):
     """The kernel image with its __mcount_loc section renamed: a valid x86-64
     executable that lists no ftrace pads."""
-    data = DEFAULT_IMAGE.read_bytes()
-    assert data.count(b"__mcount_loc\0") == 1, "the section name string is expected exactly once"
+    import struct
+    data = bytearray(DEFAULT_IMAGE.read_bytes())
+    # the section header string table's own copy (a module image the kernel
+    # carries has one too): e_shoff, e_shentsize, e_shstrndx from the header
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, _shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    strtab_off, strtab_size = struct.unpack_from("<QQ", data, shoff + shstrndx * shentsize + 0x18)
+    table = bytes(data[strtab_off:strtab_off + strtab_size])
+    assert table.count(b"__mcount_loc\0") == 1, "the section name string is expected once in .shstrtab"
+    at = strtab_off + table.index(b"__mcount_loc\0")
+    data[at:at + 13] = b"__mcount_xxx\0"
     path = tmp_path / "nomcount.elf"
-    path.write_bytes(data.replace(b"__mcount_loc\0", b"__mcount_xxx\0"))
+    path.write_bytes(bytes(data))
     return path
 
 

@@ -512,8 +512,11 @@ class Livepatch(Models, Reclaim, Admin):
         if self.model == "upstream" and self.kernel.booted:
             self._upstream_arm(t)
         self._log_start(t)
-        if not quiet:        # klp: klp_start_transition() said it in the guest
+        if not quiet:        # klp: klp_init/start_transition() said it in the guest
+            self._log(f"'{patch.name}': initializing {verb} transition")
             self._log(f"'{patch.name}': starting {verb} transition")
+        if self.model == "kgraft" and self.kernel.booted:
+            self._wake_kthreads(t)
         return t
 
     # ---- a pad's other users (ftrace_ops: kprobes, the function tracer) ----
@@ -549,6 +552,14 @@ class Livepatch(Models, Reclaim, Admin):
             if pad in funcs:
                 return True
         return False
+
+    def _wake_kthreads(self, t):
+        """kGraft's kgr_handle_processes(): every kernel thread is woken at
+        the start, so that one sleeping in a loop reaches its safe point
+        (kgr_task_safe() or the freezer) instead of waiting for work."""
+        for task in t.pending():
+            if task.kind == "kthread" and not task.is_idle and not task.is_current:
+                self.kernel.kick(task.tid, fake_signal=False)
 
     def _set_in_progress(self, value):
         """kgr_in_progress, what /sys/kernel/kgraft/in_progress and
@@ -745,6 +756,7 @@ class Livepatch(Models, Reclaim, Admin):
         after = "patching" if t.target == 1 else "unpatching"
         if not t.patch.description.klp:      # klp_reverse_transition() said it in the guest
             self._log(f"'{t.patch.name}': reversing transition from {before} to {after}")
+            self._log(f"'{t.patch.name}': starting {after} transition")
         if self.model == "upstream":
             self._upstream_arm(t)
         self._set_state(t.patch, PatchState.TRANSITION if t.target == 1 else PatchState.REVERTING, "reversed")
@@ -763,15 +775,13 @@ class Livepatch(Models, Reclaim, Admin):
         t = self._need_transition()
         klp = t.patch.description.klp
         if not klp:
-            state = "patched" if t.target == 1 else "unpatched"
-            self._log(f"'{t.patch.name}': forcing remaining tasks to the {state} state", level=4)
+            # upstream's words (klp_force_transition() says "patched" either way)
+            self._log("forcing remaining tasks to the patched state", level=4)
         for tid in t.force(self.machine.clock):
             self._log_migrated(t.migrated[tid])
-        t.patch.forced = True
-        # upstream has no taint for it: a forced patch's module just can
+        # no taint for it, as upstream has none: a forced patch's module can
         # never be removed (klp_free_patch_finish() keeps its reference)
-        if not klp and "LIVEPATCH_FORCED" not in self.taints:
-            self.taints.append("LIVEPATCH_FORCED")
+        t.patch.forced = True
         if t.complete():
             self._finish()
 

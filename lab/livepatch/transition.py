@@ -79,6 +79,12 @@ class Transition:
         self._irq_by_addr = kernel.image.address("kgr_irq_migrated_by")
         self._kinds = {kernel.c[k]: v for k, v in SAFE_POINT_NAMES.items()}
         self._kind_of = {v: kernel.c[k] for k, v in SAFE_POINT_NAMES.items()}
+        # what _pending_tids() reads of each task struct, looked up once
+        c = kernel.c
+        self._nr_tasks_addr = kernel.image.address("nr_tasks")
+        self._layout = (kernel.tasks_base, c["TASK_SIZE"], c["TASK_state"], c["TASK_flags"],
+                        c["TASK_kgr_universe"], c["PF_IDLE_FLAG"],
+                        (c["TASK_STATE_UNUSED"], c["TASK_STATE_DEAD"]))
 
     @property
     def patching(self):
@@ -142,10 +148,31 @@ class Transition:
 
     def pending(self):
         """Tasks still in the universe they leave."""
-        return [t for t in self.tracked() if self.universe_of(t) != self.target]
+        return [self.kernel.task(tid) for tid in self._pending_tids()]
 
     def complete(self):
-        return not self.pending() and (self.upstream or self.irq_universe() == self.target)
+        return (self.upstream or self.irq_universe() == self.target) and not self._pending_tids(first=True)
+
+    def _pending_tids(self, first=False):
+        """The tids of pending(), read from the task structs directly: the
+        core asks after every slice of a transition, and a Task view per
+        task and field would cost more than the slice's own bookkeeping.
+        The same test as tracked() and universe_of(): a task whose state
+        is neither unused nor dead (a corrupt one counts), the idle task
+        only in upstream's model.  first: stop at the first one."""
+        m = self.kernel.machine
+        base, size, state_at, flags_at, universe_at, idle_flag, gone = self._layout
+        target, upstream = self.target, self.upstream
+        out = []
+        for tid in range(m.i32(self._nr_tasks_addr)):
+            task = base + tid * size
+            if m.i32(task + state_at) in gone or (not upstream and m.u32(task + flags_at) & idle_flag):
+                continue
+            if m.u8(task + universe_at) != target:
+                out.append(tid)
+                if first:
+                    break
+        return out
 
     def send_fake_signals(self, at):
         """Upstream's klp_send_signals(): a fake signal to every user task

@@ -226,7 +226,7 @@ _SPECS = [
          _none("signal")),
     Spec("kill", "kill TASK SIG", "send signal SIG (SIGUSR1, 10, ...) to a user task, as kill(2)",
          _kill, ("task", "signal")),
-    Spec("force", "force", "move every pending task now (unsafe: a warning and the LIVEPATCH_FORCED taint)",
+    Spec("force", "force", "move every pending task now (unsafe: a warning; the module then stays for good)",
          _none("force")),
     Spec("revert", "revert NAME", "unpatch: the same transition backwards (reverses one in progress)",
          _one("revert", "name", "sample_kgraft_patch"), ("patch",)),

@@ -352,7 +352,8 @@ class Session:
             raise ShellError("force: no transition is in progress")
         s.force()
         self._story()
-        self.out.line("forced: the kernel is tainted LIVEPATCH_FORCED", "bold yellow")
+        self.out.line("forced: nobody can tell any more whether a task still runs the old code; the patch's "
+                      "module can never be removed", "bold yellow")
         self._transition_line()
 
     def do_revert(self, name):
