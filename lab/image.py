@@ -220,6 +220,21 @@ class Image:
     def functions(self):
         return tuple(self._funcs)
 
+    def syscall_names(self):
+        """{number: name} of the system calls, read from the kernel's own
+        sys_call_table: each entry is a __x64_sys_NAME function."""
+        names = getattr(self, "_syscall_names", None)
+        if names is None:
+            names = {}
+            table = self._by_name.get("sys_call_table")
+            if table is not None and table.size:
+                for nr, (address,) in enumerate(struct.iter_unpack("<Q", self.read(table.address, table.size))):
+                    f = self.function_at(address) if address else None
+                    if f is not None and f.address == address:
+                        names[nr] = f.name.removeprefix("__x64_sys_")
+            self._syscall_names = names
+        return names
+
     # ---- pads ----
     def pad(self, function):
         """The pad of function, or None if it has none (notrace)."""

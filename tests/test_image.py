@@ -147,3 +147,16 @@ def test_an_unknown_workload_raises_naming_the_choices(image):
 
 def test_the_image_carries_the_sha256_of_its_sources(image):
     assert re.fullmatch(r"[0-9a-f]{64}", image.source_hash)
+
+
+def test_system_calls_are_named_from_the_kernels_own_table():
+    """sys_call_table's entries are __x64_sys_NAME functions: the names come
+    from the image, and the event lines use them instead of numbers."""
+    from lab.events import SyscallEntry
+    from lab.image import Image
+    from lab.viewer.state import describe
+    names = Image.load().syscall_names()
+    assert (names[0], names[12], names[15]) == ("read", "sethostname", "init_module")
+    e = SyscallEntry(0, 100, 1, 12)
+    assert describe(e, lambda tid: "cap-user", names) == "syscall sethostname by cap-user"
+    assert describe(e, lambda tid: "cap-user") == "syscall 12 by cap-user"     # no table given

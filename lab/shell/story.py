@@ -16,6 +16,7 @@ class Names:
 
     def __init__(self, system):
         self.system = system
+        self.syscalls = system.image.syscall_names()
 
     def __call__(self, tid):
         if tid == IRQ:

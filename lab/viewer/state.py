@@ -140,8 +140,9 @@ class StepState:
         }
 
 
-def describe(e, name):
-    """One line for an event; name(tid) gives a task's name."""
+def describe(e, name, syscalls=None):
+    """One line for an event; name(tid) gives a task's name, syscalls (or
+    name.syscalls) a system call's name by number (Image.syscall_names())."""
     k = e.kind
     if k == "switch":
         return f"switch {name(e.prev)} -> {name(e.next)}"
@@ -161,7 +162,8 @@ def describe(e, name):
         where = " in irq" if e.in_irq else ""
         return f"call {e.function} ({e.version}) by {name(e.tid)}{where}"
     if k == "syscall":
-        return f"syscall {e.nr} by {name(e.tid)}"
+        names = syscalls if syscalls is not None else getattr(name, "syscalls", None) or {}
+        return f"syscall {names.get(e.nr, e.nr)} by {name(e.tid)}"
     if k == "kloop":
         return f"{name(e.tid)} loops ({e.where})"
     if k == "exit":
@@ -254,7 +256,8 @@ class Inspector:
         events = []
         for i, e in ix.near(step, EVENTS_AROUND, EVENTS_AROUND):
             when = "past" if e.at < step else ("now" if e.at == step else "future")
-            events.append(EventRow(i, e.at, e.kind, describe(e, ix.task_name), when, e.to_dict()))
+            events.append(EventRow(i, e.at, e.kind, describe(e, ix.task_name, ix.trace.image.syscall_names()),
+                                   when, e.to_dict()))
         console, console_lines = ix.console_until(step, CONSOLE_TAIL)
         notes = {}
         for name in GPRS:

@@ -524,12 +524,12 @@ class Stepper(App):
         ix, name, needle = self.index, self.index.task_name, text.lower()
 
         def match(e):
-            return needle in describe(e, name).lower() or needle in e.kind
+            return needle in describe(e, name, ix.trace.image.syscall_names()).lower() or needle in e.kind
         e = (ix.previous_event if backward else ix.next_event)(self.step, match)
         if e is None:
             return self.say(f"no {'earlier' if backward else 'later'} event says {text!r}")
         self.go(e.at)
-        self.say(f"/{text}: {describe(e, name)}  (* next, # previous)")
+        self.say(f"/{text}: {describe(e, name, ix.trace.image.syscall_names())}  (* next, # previous)")
 
     def action_search_next(self):
         if self._idle():
