@@ -69,7 +69,11 @@ _start:
  * user stack is still live, so switch to the task's kernel stack first. */
 	.globl entry_SYSCALL_64
 	.type	entry_SYSCALL_64, @function
+	.cfi_sections .debug_frame
 entry_SYSCALL_64:
+	/* for debuggers: the kernel stack begins here, there is no caller */
+	.cfi_startproc
+	.cfi_undefined rip
 	movq	%rsp, cpu_user_rsp(%rip)
 	movq	current_task(%rip), %rsp
 	movq	TASK_stack_top(%rsp), %rsp
@@ -80,9 +84,11 @@ entry_SYSCALL_64:
 	pushq	%rcx
 	pushq	%rax			/* orig_ax: the system call number */
 	PUSH_REGS rax=$-ENOSYS
+	xorl	%ebp, %ebp		/* the user's rbp is no frame: the kernel's chain ends here */
 	movq	%rsp, %rdi
 	call	do_syscall_64
 	jmp	restore_regs_and_return
+	.cfi_endproc
 	.size	entry_SYSCALL_64, . - entry_SYSCALL_64
 
 /* Interrupt entry.  The lab delivers the timer interrupt between two slices
@@ -190,6 +196,8 @@ __switch_to_asm:
 	.globl ret_from_fork
 	.type	ret_from_fork, @function
 ret_from_fork:
+	.cfi_startproc
+	.cfi_undefined rip
 	call	schedule_tail
 	testq	%rbx, %rbx
 	jz	1f
@@ -200,6 +208,7 @@ ret_from_fork:
 1:	movq	%rsp, %rdi		/* user task: pt_regs sits on top */
 	call	irqentry_exit_to_user_mode
 	jmp	restore_regs_and_return
+	.cfi_endproc
 	.size	ret_from_fork, . - ret_from_fork
 
 /* After an oops the lab points the dead task here on a fresh stack. */
