@@ -21,9 +21,9 @@ class Event:
 
     def to_dict(self):
         d = {"kind": self.kind}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = list(v) if isinstance(v, tuple) else v
+        for name in _names(type(self))[0]:
+            v = getattr(self, name)
+            d[name] = list(v) if isinstance(v, tuple) else v
         return d
 
 
@@ -112,6 +112,19 @@ def _core(d):
     return d
 
 
+# json.dumps(d, sort_keys=True, separators=(",", ":")) without a new encoder per call
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+def _digest_line(e):
+    """The line an event adds to the digest: canonical JSON of _core(e.to_dict()).
+    Built without the intermediate dicts (JSON writes a tuple as a list)."""
+    d = {"kind": e.kind}
+    for name in _names(type(e))[1]:
+        d[name] = getattr(e, name)
+    return _canonical(d).encode() + b"\n"
+
+
 class EventLog:
     """The run's events in order, with a running digest."""
 
@@ -128,6 +141,19 @@ class EventLog:
             fn(ev)
         return ev
 
+    def post(self, cls, at, *values):
+        """add() for the hot paths (ticks, switches, system call entries):
+        every field given, positionally, in declaration order."""
+        events = self.events
+        make = _MAKERS.get(cls)
+        if make is None:
+            make = _MAKERS[cls] = _maker(cls)
+        ev = make(len(events), at, *values)
+        events.append(ev)
+        for fn in self._listeners:
+            fn(ev)
+        return ev
+
     def subscribe(self, fn):
         """Call fn(event) for every event added from now on."""
         self._listeners.append(fn)
@@ -136,10 +162,10 @@ class EventLog:
     def digest(self):
         """sha256 over the events so far (observed ones left out), each as
         canonical JSON; hashed when read, not on the run's path."""
+        update = self._hash.update
         for e in self.events[self._hashed:]:
             if not e.observed:
-                self._hash.update(json.dumps(_core(e.to_dict()), sort_keys=True, separators=(",", ":")).encode()
-                                  + b"\n")
+                update(_digest_line(e))
         self._hashed = len(self.events)
         return self._hash.hexdigest()
 
@@ -230,6 +256,32 @@ class KthreadLoop(Event):
     where: str
     kind = "kloop"
     observed = True
+
+
+_NAMES = {}     # event class -> (its field names, the same without seq)
+_MAKERS = {}    # event class -> _maker(class)
+
+
+def _names(cls):
+    names = _NAMES.get(cls)
+    if names is None:
+        fields = tuple(f.name for f in dataclasses.fields(cls))
+        names = _NAMES[cls] = (fields, tuple(n for n in fields if n != "seq"))
+    return names
+
+
+def _maker(cls):
+    """make(seq, at, *fields): the event cls(seq, at, *fields) would
+    give, built without the frozen dataclass's __init__, which sets every
+    field through object.__setattr__ (a third of a tick's event cost).  The
+    slots are set through their own descriptors, which `frozen` leaves
+    alone; every field must be given, in declaration order."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    scope = {"_new": object.__new__, "_cls": cls}
+    scope.update({f"_set_{n}": getattr(cls, n).__set__ for n in names})
+    body = "".join(f"    _set_{n}(_e, {n})\n" for n in names)
+    exec(f"def make({', '.join(names)}):\n    _e = _new(_cls)\n{body}    return _e\n", scope)
+    return scope["make"]
 
 
 EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Preemption, Oops, Panic, TransitionStart,

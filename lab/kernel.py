@@ -8,6 +8,7 @@ in emulated memory, never copies.
 from __future__ import annotations
 
 import enum
+import functools
 import random
 
 from . import events as ev
@@ -85,13 +86,7 @@ class Task:
     @property
     def state(self):
         raw = self._m.i32(self._field("state"))
-        c = self._k.c
-        return {
-            c["TASK_STATE_UNUSED"]: TaskState.UNUSED,
-            c["TASK_STATE_RUNNING"]: TaskState.RUNNING,
-            c["TASK_STATE_INTERRUPTIBLE"]: TaskState.SLEEPING,
-            c["TASK_STATE_DEAD"]: TaskState.DEAD,
-        }.get(raw, TaskState.CORRUPT)
+        return self._k._task_states.get(raw, TaskState.CORRUPT)
 
     @property
     def kgr_in_progress(self):
@@ -218,10 +213,8 @@ class Task:
         func = k.image.function_at(rip)
         if func is None or not (self.stack_top - k.c["KSTACK_SIZE_BYTES"] <= rsp < self.stack_top):
             return None
-        for insn in disassemble(m.read(func.address, rip - func.address), func.address):
-            if insn.mnemonic in ("push", "call", "enter") or (insn.mnemonic == "sub" and
-                                                              insn.operands.startswith("rsp")):
-                return None
+        if _pushes(m.read(func.address, rip - func.address), func.address):
+            return None
         ret = m.u64(rsp)
         return ret if k.function_name(ret) is not None else None
 
@@ -253,8 +246,20 @@ class Kernel:
         self.quantum = quantum
         self.cmdline = f"workload={workload}" + (f" {cmdline}" if cmdline else "")
         self.log = ev.EventLog()
-        self.c = _Consts(image)
+        self.c = c = _Consts(image)
         self.tasks_base = image.address("tasks")
+        # what every tick, switch and system call reads, as plain attributes
+        self._task_size = c["TASK_SIZE"]
+        self._stack_top_field = c["TASK_stack_top"]
+        self._nr_tasks_max = c["NR_TASKS_MAX"]
+        self._user_cs, self._kernel_cs = c["USER_CS_SEL"], c["KERNEL_CS_SEL"]
+        self._user_lo, self._user_hi = image.user_range
+        self._task_states = {       # the state field's values (Task.state)
+            c["TASK_STATE_UNUSED"]: TaskState.UNUSED,
+            c["TASK_STATE_RUNNING"]: TaskState.RUNNING,
+            c["TASK_STATE_INTERRUPTIBLE"]: TaskState.SLEEPING,
+            c["TASK_STATE_DEAD"]: TaskState.DEAD,
+        }
         self._current_task_ptr = image.address("current_task")
         self._irq_depth = image.address("irq_depth")
         self._irq_entry = image.address("common_interrupt")
@@ -322,8 +327,8 @@ class Kernel:
         self.syscall_watch = fn
         self.machine.syscall_watch = self._on_syscall
 
-    def _on_syscall(self):
-        self.syscall_watch(self.current, self.machine.reg("rax"))
+    def _on_syscall(self, nr):
+        self.syscall_watch(self.current, nr)
 
     # ---- the scheduling state a trace keyframe needs besides CPU and RAM ----
     def snapshot_state(self):
@@ -383,15 +388,16 @@ class Kernel:
         self.log.add(ev.Console, self.machine.clock, tid=self.current, level=level, text=text)
 
     def _valid_tid(self, tid, what):
-        if not 0 <= tid < self.c["NR_TASKS_MAX"]:
+        if not 0 <= tid < self._nr_tasks_max:
             raise GuestFault(f"{what} {tid:#x} is no task")
         return tid
 
     def _hc_switch(self, prev, nxt, _):
         if prev != self.current:
             raise GuestFault(f"a switch away from task {prev:#x}, which is not running")
-        self._valid_tid(nxt, "a switch to")
-        self.log.add(ev.ContextSwitch, self.machine.clock, prev=prev, next=nxt)
+        if not 0 <= nxt < self._nr_tasks_max:
+            self._valid_tid(nxt, "a switch to")
+        self.log.post(ev.ContextSwitch, self.machine.clock, prev, nxt)
         self.current = nxt
 
     def _hc_booted(self, *_):
@@ -560,7 +566,7 @@ class Kernel:
             if now >= due:
                 self._tick()
                 continue
-            stop = due if end is None else min(due, end)
+            stop = due if end is None or due < end else end
             try:
                 m.run(stop - now)
             except MachineFault as fault:
@@ -590,13 +596,13 @@ class Kernel:
         if self._pending_signals:
             self._post_signals()
         try:
-            with m.replayable():
-                rip, user = self.interrupt(self._irq_entry, state)
+            rip, user = self._interrupt(self._irq_entry, state, replayable=True)
         except InterruptLost:
             return
-        self.log.add(ev.Interrupt, m.clock, tid=self.current, user=user, rip=rip)
+        now = m.clock
+        self.log.post(ev.Interrupt, now, self.current, user, rip)
         jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
-        self._next_tick = m.clock + self.quantum + jitter
+        self._next_tick = now + self.quantum + jitter
 
 
     def preempt_at(self, clocks):
@@ -621,25 +627,30 @@ class Kernel:
             return
         self._forced.pop(0)
         try:
-            with m.replayable():
-                rip, user = self.interrupt(self.image.address("reschedule_entry"), state)
+            rip, user = self._interrupt(self.image.address("reschedule_entry"), state, replayable=True)
         except InterruptLost:
             return
-        self.log.add(ev.Preemption, m.clock, tid=self.current, user=user, rip=rip)
+        self.log.post(ev.Preemption, m.clock, self.current, user, rip)
 
     def interrupt(self, entry, state=None):
         """Interrupt the running context into entry, as the CPU does: on the
         current task's kernel stack with a user CS when user mode was running
         (TSS.RSP0), on the current stack otherwise.  Returns (rip, user)."""
-        m, c = self.machine, self.c
-        state = state or m.cpu_state()
+        return self._interrupt(entry, state or self.machine.cpu_state())
+
+    def _interrupt(self, entry, state, replayable=False):
+        """interrupt(); replayable: the kernel model redoes it on replay (a
+        tick, a forced preemption), so its frame is no lab write."""
+        m = self.machine
         rip = state[0]
-        if self.image.in_user(rip):
-            top = Task(self, self.current).stack_top
-            m.interrupt(entry, cs=c["USER_CS_SEL"], ss=c["USER_CS_SEL"] - 8, stack=top, state=state)
+        if self._user_lo <= rip < self._user_hi:
+            # TSS.RSP0: the current task's stack_top (Task.stack_top)
+            top = m.u64(self.tasks_base + self.current * self._task_size + self._stack_top_field)
+            m.interrupt(entry, cs=self._user_cs, ss=self._user_cs - 8, stack=top, state=state,
+                        replayable=replayable)
             return rip, True
         frame = (state[1] & ~0xF) - 40
-        if not m.guest_range_ok(frame, 40) or any(lo < frame + 40 and frame < hi for lo, hi in m.read_only_ranges):
+        if not m.guest_can_write(frame, 40):
             # the CPU cannot push the interrupt frame: the page fault that
             # follows cannot be delivered either; Linux's double fault
             # handler dies, and the kernel panics
@@ -647,7 +658,7 @@ class Kernel:
             self._panic(f"double fault: the stack pointer {state[1]:#x} at {where} is not writable memory",
                         [f"PANIC: double fault, error_code: 0x0 (rsp {state[1]:#x})", f"RIP: {where}"])
             raise InterruptLost()
-        m.interrupt(entry, cs=c["KERNEL_CS_SEL"], ss=c["KERNEL_CS_SEL"] + 8, state=state)
+        m.interrupt(entry, cs=self._kernel_cs, ss=self._kernel_cs + 8, state=state, replayable=replayable)
         return rip, False
 
     # ---- oops ----
@@ -765,18 +776,31 @@ class Kernel:
         return out
 
 
-class _Consts:
-    """The firmware's exported constants (asm-offsets.c), read once."""
+class _Consts(dict):
+    """The firmware's exported constants (asm-offsets.c), read once: a
+    dict that fills itself, so a lookup of one already read is a plain
+    dict lookup."""
 
     def __init__(self, image):
+        super().__init__()
         self._img = image
-        self._cache = {}
 
-    def __getitem__(self, name):
-        v = self._cache.get(name)
-        if v is None:
-            v = self._cache[name] = self._img.const(name)
+    def __missing__(self, name):
+        v = self[name] = self._img.const(name)
         return v
+
+
+@functools.lru_cache(maxsize=4096)
+def _pushes(code, address):
+    """Whether code, the first bytes of a function at address, pushes,
+    calls, enters or moves rsp down (Task._frameless_caller).  A function
+    of the bytes alone, so kept: a stack is unwound at every move of a
+    task, and the same few prologues come up again and again."""
+    for insn in disassemble(code, address):
+        if insn.mnemonic in ("push", "call", "enter") or (insn.mnemonic == "sub" and
+                                                          insn.operands.startswith("rsp")):
+            return True
+    return False
 
 
 def _rng_to_json(state):

@@ -82,6 +82,7 @@ class _RegisterIO:
         self._uc = uc
         self._handle = handle
         self._made = {}
+        self._keep = []
 
     def reader(self, regs):
         """read() -> the values of regs, a fresh sequence each time."""
@@ -100,6 +101,44 @@ class _RegisterIO:
             fn = self._made[("w", regs)] = self._native(regs, _UC_REG_WRITE_BATCH, write=True) if self.native \
                 else self._binding_writer(regs)
         return fn
+
+    def raw(self, regs, write=False):
+        """(call, vals) for the hottest paths, which cannot spare even the
+        frame of a reader or writer: call() reads regs into vals (or, with
+        write, writes vals to regs) and returns the engine's status, 0 when
+        it went well; vals is allocated once, indexable and assignable."""
+        regs = tuple(regs)
+        key = ("raw-w" if write else "raw-r", regs)
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = self._native_raw(regs, _UC_REG_WRITE_BATCH if write else _UC_REG_READ_BATCH) \
+                if self.native else self._binding_raw(regs, write)
+        return made
+
+    def _native_raw(self, regs, batch):
+        n = len(regs)
+        ids = (ctypes.c_int * n)(*regs)
+        vals = (ctypes.c_uint64 * n)()
+        ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(vals) + 8 * i for i in range(n)))
+        call = functools.partial(_BATCH_PROTOTYPE(ctypes.cast(batch, ctypes.c_void_p).value),
+                                 ctypes.c_void_p(ctypes.cast(self._handle, ctypes.c_void_p).value),
+                                 ctypes.c_void_p(ctypes.addressof(ids)), ctypes.c_void_p(ctypes.addressof(ptrs)),
+                                 ctypes.c_int(n))
+        self._keep.append((ids, ptrs))     # the arrays call() points into live as long as this object
+        return call, vals
+
+    def _binding_raw(self, regs, write):
+        ids, vals = list(regs), [0] * len(regs)
+        uc = self._uc
+        if write:
+            def call():
+                uc.reg_write_batch(list(zip(ids, vals)))
+                return 0
+        else:
+            def call():
+                vals[:] = uc.reg_read_batch(ids)
+                return 0
+        return call, vals
 
     def _native(self, regs, batch, write=False):
         n = len(regs)
@@ -211,7 +250,7 @@ class Machine:
         self._clock_bias = -1       # the counter counts the current instruction; a block hook runs before that
         self.hypercalls = {}        # number -> handler(a, b, c) -> int | None
         self.syscall_entry = None   # where SYSCALL jumps (LSTAR)
-        self.syscall_watch = None   # fn() on every SYSCALL, before it is emulated
+        self.syscall_watch = None   # fn(number in rax) on every SYSCALL, before it is emulated
         self._code_hooks = {}
         # Writes the lab makes between slices that replaying the kernel alone
         # would not redo (patching, loading modules): a trace keyframes after them.
@@ -248,11 +287,15 @@ class Machine:
         "_read_gprs": ("r", tuple("EFLAGS" if n == "rflags" else n.upper() for n in GPRS)),
         "_read_cpu_state": ("r", ("RIP", "RSP", "EFLAGS")),            # cpu_state()
         "_write_interrupt": ("w", ("RSP", "EFLAGS", "RIP")),            # interrupt()
-        "_read_syscall": ("r", ("RIP", "EFLAGS")),                      # _on_syscall()
-        "_read_syscall_rax": ("r", ("RIP", "EFLAGS", "RAX")),
-        "_write_syscall": ("w", ("RCX", "R11", "EFLAGS", "RIP")),
-        "_read_hypercall": ("r", ("RIP", "RDI", "RSI", "RDX")),         # _on_out()
         "_write_rax": ("w", ("RAX",)),
+    }
+    # The hottest paths' (call, vals) pairs (_RegisterIO.raw), a frame
+    # cheaper than a reader or writer: attribute -> (registers, write)
+    _RAW_REGISTERS = {
+        "_syscall_in": (("RIP", "EFLAGS"), False),                     # _on_syscall()
+        "_syscall_in_rax": (("RIP", "EFLAGS", "RAX"), False),
+        "_syscall_out": (("RCX", "R11", "EFLAGS", "RIP"), True),
+        "_hypercall_in": (("RIP", "RDI", "RSI", "RDX"), False),        # _on_out()
     }
 
     def _bind_registers(self, io):
@@ -263,6 +306,8 @@ class Machine:
             setattr(self, attr, make([getattr(X, "UC_X86_REG_" + n) for n in names]))
         # reg(name): a trace reads rax on every system call entry
         self._read_reg = {name: io.reader([reg]) for name, reg in _UC_REG.items()}
+        for attr, (names, write) in self._RAW_REGISTERS.items():
+            setattr(self, attr, io.raw([getattr(X, "UC_X86_REG_" + n) for n in names], write=write))
 
     def close(self):
         """Release the engine now (its translation buffer and mappings), not
@@ -278,6 +323,8 @@ class Machine:
         for attr in self._REGISTER_FUNCTIONS:
             setattr(self, attr, None)
         self._read_reg = None
+        for attr in self._RAW_REGISTERS:
+            setattr(self, attr, None)
         self._regio = None
         uc, self._uc = self._uc, None
         finalizer = getattr(uc, "_Uc__finalizer", None)
@@ -326,6 +373,17 @@ class Machine:
             index = self._guard_index = (guards, [hi for _lo, hi in guards])
         i = bisect.bisect_right(index[1], address)
         return i == len(guards) or guards[i][0] >= address + size
+
+    def guest_can_write(self, address, size):
+        """guest_range_ok() and touching no read-only page either: whether
+        the CPU could store there (push an interrupt frame)."""
+        if not self.guest_range_ok(address, size):
+            return False
+        end = address + size
+        for lo, hi in self.read_only_ranges:
+            if lo < end and address < hi:
+                return False
+        return True
 
     def guest_cstring(self, address, limit=256):
         """A NUL-terminated string the guest handed over, or None when the
@@ -482,7 +540,11 @@ class Machine:
         number = value & 0xFFFFFFFF
         handler = self.hypercalls.get(number)
         lo, hi = self.hypercall_text
-        rip, a, b, c = self._read_hypercall()
+        read, got = self._hypercall_in      # a context switch is one: as hot as SYSCALL
+        status = read()
+        if status:
+            raise UcError(status)
+        rip, a, b, c = got[:]
         if not lo <= rip < hi or (handler is None and self.answers is None):
             # only the kernel's own code talks to the lab (a module goes through
             # kgr_patch_kernel() and the rest): anything else is a fault of the
@@ -521,21 +583,44 @@ class Machine:
         # SYSCALL as the CPU does it, which Unicorn does not: rcx = the next
         # instruction, r11 = rflags, IF masked (FMASK), rip = LSTAR.  Unicorn adds
         # the instruction's 2 bytes after this hook, hence entry - 2.
+        # Once per system call, some 6,500 times per 2e7 instructions: the
+        # registers go through preallocated arrays (_RegisterIO.raw), with no
+        # reader or writer frame in between.
         watch = self.syscall_watch
         if watch is None:
-            rip, rflags = self._read_syscall()
+            read, got = self._syscall_in
+            status = read()
+            if status:
+                raise UcError(status)
+            rip = got[0]
+            rflags = got[1]
         else:
-            # a watch asks for the system call number: read rax with rip and
+            # a watch is given the system call number: read rax with rip and
             # rflags, and let reg("rax") answer from it while the watch runs
-            rip, rflags, self._syscall_rax = self._read_syscall_rax()
+            read, got = self._syscall_in_rax
+            status = read()
+            if status:
+                raise UcError(status)
+            rip, rflags, nr = got[:]
+            self._syscall_rax = nr
             try:
-                watch()
+                watch(nr)
             finally:
                 if self._syscall_rax is None:        # the watch wrote registers (set_regs)
-                    rip, rflags = self._read_syscall()
+                    read, got = self._syscall_in
+                    status = read()
+                    if status:
+                        raise UcError(status)
+                    rip, rflags = got[:]
                 self._syscall_rax = None
-        # rcx, r11, rflags, rip (_bind_registers)
-        self._write_syscall(rip + 2, rflags, rflags & ~X86_EFLAGS_IF, self.syscall_entry - 2)
+        write, out = self._syscall_out               # rcx, r11, rflags, rip
+        out[0] = rip + 2
+        out[1] = rflags
+        out[2] = rflags & ~X86_EFLAGS_IF
+        out[3] = self.syscall_entry - 2
+        status = write()
+        if status:
+            raise UcError(status)
 
     def _on_exception(self, uc, intno, _):
         self._exception = intno
@@ -672,16 +757,18 @@ class Machine:
         cpu = self._cpu
         return cpu if cpu is not None else tuple(self._read_cpu_state())
 
-    def interrupt(self, entry, *, cs, ss, stack=None, state=None):
+    def interrupt(self, entry, *, cs, ss, stack=None, state=None, replayable=False):
         """Deliver an interrupt as the CPU would: align the stack (the current
         one, or stack when the caller switches, as TSS.RSP0 does), push ss, rsp,
         rflags, cs, rip, clear IF and jump to entry.  state: cpu_state() if the
-        caller already read it."""
+        caller already read it.  replayable: as inside replayable(), the
+        frame is not a lab write (a tick: the kernel model redoes it)."""
         rip, rsp, rflags = state or self.cpu_state()
         top = (stack if stack is not None else rsp) & ~0xF
         frame = top - 40
         _FRAME.pack_into(self.ram, self._off(frame, 40), rip, cs, rflags, rsp, ss)
-        self._note_write()
+        if not replayable:
+            self._note_write()
         self._write_interrupt(frame, rflags & ~X86_EFLAGS_IF, entry)   # rsp, rflags, rip
         self._cpu = None if self._running else (entry, frame, rflags & ~X86_EFLAGS_IF)
 
@@ -742,7 +829,7 @@ class Machine:
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
-    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", *_REGISTER_FUNCTIONS)
+    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", *_REGISTER_FUNCTIONS, *_RAW_REGISTERS)
     _SNAPSHOT_BLOCK = 1 << 18
 
     def snapshot(self):

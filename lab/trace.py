@@ -266,7 +266,7 @@ def _watch_units(kernel, image):
     m = kernel.machine
 
     def on_syscall(tid, nr):
-        kernel.log.add(ev.SyscallEntry, m.clock, tid=tid, nr=nr)
+        kernel.log.post(ev.SyscallEntry, m.clock, tid, nr)
 
     def on_loop(where):
         if not kernel.in_interrupt:

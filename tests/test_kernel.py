@@ -30,6 +30,27 @@ def test_two_runs_with_equal_inputs_give_equal_digests(image):
     assert [e.to_dict() for e in a.events] == [e.to_dict() for e in b.events]
 
 
+def test_an_event_posted_on_a_hot_path_is_the_event_add_makes_for_every_event_type():
+    import dataclasses
+    import hashlib
+    import json
+    for cls in ev.EVENT_TYPES.values():
+        names = [f.name for f in dataclasses.fields(cls)][2:]
+        values = [(i, "x") if name in ("regs", "code", "stack", "functions") else 7 + i
+                  for i, name in enumerate(names)]
+        added, posted = ev.EventLog(), ev.EventLog()
+        a = added.add(cls, 5, **dict(zip(names, values)))
+        p = posted.post(cls, 5, *values)
+        assert type(p) is cls and p == a and repr(p) == repr(a) and p.to_dict() == a.to_dict()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            p.at = 6
+        # the digest: sha256 over each event's canonical JSON without its sequence number
+        d = {k: v for k, v in a.to_dict().items() if k != "seq"}
+        line = json.dumps(d, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        expected = hashlib.sha256(b"" if cls.observed else line).hexdigest()
+        assert added.digest == posted.digest == expected
+
+
 def test_different_seeds_give_different_digests(image):
     digests = set()
     for seed in (0, 1, 2):

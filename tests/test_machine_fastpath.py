@@ -186,19 +186,39 @@ def test_guest_range_ok_agrees_with_checking_every_guard_range():
         assert m.guest_range_ok(address, size) == slow(address, size)
 
 
-def test_a_syscall_watch_reads_the_number_in_rax_and_the_syscall_is_emulated_the_same():
+@pytest.mark.parametrize("native", [True, False])
+def test_a_syscall_watch_is_given_the_number_in_rax_and_the_syscall_is_emulated_the_same(native, monkeypatch):
+    if not native:
+        monkeypatch.setattr(machine_mod, "_UC_REG_READ_BATCH", None)
+        monkeypatch.setattr(machine_mod, "_UC_REG_WRITE_BATCH", None)
+
     def story(watch):
         m = Machine()
+        assert m._regio.native == native
         m.syscall_entry = ENTRY
         m.write_code(CODE, bytes.fromhex(mov_eax(57) + SYSCALL + mov_eax(0) + SYSCALL + SPIN))
         m.write_code(ENTRY, bytes.fromhex("48ffc0" + "ffe1"))      # inc rax; jmp rcx (back after the syscall)
         m.set_regs(**DISTINCT, rflags=0x2 | X86_EFLAGS_IF)
         seen = []
         if watch:
-            m.syscall_watch = lambda: seen.append((m.reg("rax"), m.reg("rbx"), m._read_reg["rax"]()[0]))
+            m.syscall_watch = lambda nr: seen.append((nr, m.reg("rax"), m.reg("rbx"), m._read_reg["rax"]()[0]))
         m.run(8, rip=CODE)
         return seen, m.regs(), m.reg("rax")
     seen, regs, rax = story(True)
-    assert [(a, c) for a, _b, c in seen] == [(57, 57), (0, 0)]
-    assert [b for _a, b, _c in seen] == [DISTINCT["rbx"]] * 2
+    assert [(n, a, c) for n, a, _b, c in seen] == [(57, 57, 57), (0, 0, 0)]
+    assert [b for _n, _a, b, _c in seen] == [DISTINCT["rbx"]] * 2
     assert (regs, rax) == story(False)[1:] and rax == regs["rax"] == 1
+
+
+def test_a_syscall_watch_that_writes_registers_has_the_syscall_emulated_from_what_it_wrote():
+    m = Machine()
+    m.syscall_entry = ENTRY
+    m.write_code(CODE, bytes.fromhex(SYSCALL + SPIN))
+    m.write_code(CODE + 0x100, bytes.fromhex(SPIN))
+    m.write_code(ENTRY, bytes.fromhex(SPIN))
+    m.set_regs(rip=CODE, rax=3, rflags=0x2 | X86_EFLAGS_IF)
+    m.syscall_watch = lambda nr: m.set_regs(rip=CODE + 0x100, rflags=0x2 | 0x1 | X86_EFLAGS_IF)
+    m.run(1, rip=CODE)
+    regs = m.regs()
+    assert regs["rcx"] == CODE + 0x102 and regs["r11"] == 0x2 | 0x1 | X86_EFLAGS_IF
+    assert regs["rip"] == ENTRY and not regs["rflags"] & X86_EFLAGS_IF
