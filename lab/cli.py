@@ -257,7 +257,8 @@ def build_parser():
     psub = p.add_subparsers(dest="patch_command", required=True, parser_class=_Parser)
     b = psub.add_parser("build", help="compile a C live patch with the firmware's flags")
     b.add_argument("source", metavar="SOURCE.c")
-    b.add_argument("-o", "--output", metavar="OUT.o", help="the object to write (default: SOURCE with .o)")
+    b.add_argument("-o", "--output", metavar="OUT.o",
+                   help="the object to write (default: SOURCE's name with .o, in the current directory)")
     authoring_cli.add_subcommands(psub)
 
     p = sub.add_parser("selftest", help="play upstream's livepatch selftests on the lab's kernel",
@@ -987,7 +988,9 @@ def check_patch_build(args):
     source = check_input("SOURCE.c", args.source, "patch source", "give the C source of a live patch")
     if source.suffix != ".c":
         raise UsageError(f"{args.source}: not a C source (.c); `lab patch build` compiles C live patches")
-    output = args.output if args.output is not None else str(source.with_suffix(".o"))
+    # as `gcc -c` does: into the current directory unless -o says where
+    # (a committed object next to its source is rewritten only when asked)
+    output = args.output if args.output is not None else source.with_suffix(".o").name
     check_output("-o" if args.output is not None else "", output, "patch.o")
     try:
         same = pathlib.Path(output).exists() and os.path.samefile(output, source)

@@ -237,3 +237,15 @@ def test_lab_patch_build_gives_the_committed_bytes_from_any_directory(tmp_path, 
     monkeypatch.chdir(tmp_path)
     out = build_patch(CAPABLE.with_suffix(".c"), tmp_path / "kgr_capable.o")
     assert out.read_bytes() == CAPABLE.read_bytes()
+
+
+@gcc_test
+def test_lab_patch_build_writes_into_the_current_directory_unless_told(tmp_path, monkeypatch):
+    """As gcc -c: the object goes where the command runs; the committed one
+    next to the source is rewritten only with -o."""
+    from lab.cli import main
+    monkeypatch.chdir(tmp_path)
+    before, mtime = CAPABLE.read_bytes(), CAPABLE.stat().st_mtime_ns
+    assert main(["patch", "build", str(CAPABLE.with_suffix(".c"))]) == 0
+    assert (tmp_path / "kgr_capable.o").read_bytes() == before
+    assert CAPABLE.stat().st_mtime_ns == mtime        # the committed object was not written
