@@ -18,10 +18,10 @@ bench: $(VENV)/.installed
 bench-seek: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py seek-scale
 
-# every bundled patch under the models that promise consistency, 2,000 schedules each;
+# every bundled patch under the models that promise consistency (kgraft, klp, upstream), 2,000 schedules each;
 # exit 1 with a reproducer (and the failing run's trace) on the first violation
 explore: $(VENV)/.installed
-	$(BIN)/lab explore $(addprefix --patch ,$(wildcard patches/*.o)) --model kgraft --model klp \
+	$(BIN)/lab explore $(addprefix --patch ,$(wildcard patches/*.o)) --model kgraft --model klp --model upstream \
 		--schedules 2000 --junit explore.xml --trace-dir explore-traces
 
 # the referee's long fuzz run: 10,000 patch mutants, 300 damaged traces, every bad command line
