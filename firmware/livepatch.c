@@ -322,6 +322,8 @@ int klp_enable_patch(struct klp_patch *patch)
 
 	if (!patch || !patch->mod || !patch->objs)
 		return -EINVAL;
+	if (patch->registered)
+		return -EEXIST;		/* enabled already: nothing of it is touched */
 	klp_for_each_object_static(patch, obj) {
 		if (!obj->funcs)
 			return -EINVAL;

@@ -275,7 +275,13 @@ class System:
         return self._livepatch.revert(name)
 
     def force(self):
+        """Move every pending task now.  A klp patch is forced through its
+        `force` file and completed by the kernel (its post callbacks run):
+        this returns once that is done."""
         self._livepatch.force()
+        if self._livepatch.transition is not None:
+            budget = _INIT_BUDGET_QUANTA * self._kernel.quantum
+            self.run(budget, until=lambda s: s.livepatch.transition is None)
 
     def send_fake_signals(self):
         return self._livepatch.send_fake_signals()

@@ -104,6 +104,8 @@ EXPECTED = {
     "remove_never_patched": {"applied", "refused"}, "remove_in_transition": _APPLIED,
     "writes_target_universe": _REFUSED, "patch_then_modify": _APPLIED,
     "replacement_wrong_prototype": {"applied", "panic"}, "raw_hypercall": _REFUSED,
+    "klp_no_modinfo": _REFUSED, "klp_unknown_symbol": _REFUSED, "klp_new_func_in_data": _REFUSED,
+    "klp_enable_twice": _APPLIED,
 }
 
 MUTATIONS = ("flip", "bytes", "header", "section-header", "symbol", "relocation", "text", "data", "kgr-patch")
