@@ -142,3 +142,15 @@ def test_patch_state_and_kgrafts_in_progress_follow_the_transition():
         assert s.read_file(f"/proc/{reader.tid}/patch_state") == "-1\n"
         with pytest.raises(Exception, match="No such file"):
             s.read_file("/proc/99/patch_state")
+
+
+def test_a_klp_patch_with_callbacks_completes_under_every_model_with_no_violation():
+    """One core for both APIs: the klp callback demo under kGraft's model,
+    immediate, stop-machine, the lab's klp hybrid and upstream's own, each
+    with its post-patch callback run (by the kernel) once it completed."""
+    from lab.compare import compare
+    from lab.livepatch.core import MODELS
+    rows = compare("patches/test_modules/test_klp_callbacks_demo.o")
+    assert [r["model"] for r in rows] == list(MODELS)
+    for r in rows:
+        assert r["completed"] and r["violations"] == 0, r
