@@ -148,9 +148,17 @@ def test_a_klp_patch_with_callbacks_completes_under_every_model_with_no_violatio
     """One core for both APIs: the klp callback demo under kGraft's model,
     immediate, stop-machine, the lab's klp hybrid and upstream's own, each
     with its post-patch callback run (by the kernel) once it completed."""
+    import lab
     from lab.compare import compare
     from lab.livepatch.core import MODELS
-    rows = compare("patches/test_modules/test_klp_callbacks_demo.o")
+    demo = "patches/test_modules/test_klp_callbacks_demo.o"
+    rows = compare(demo)
     assert [r["model"] for r in rows] == list(MODELS)
     for r in rows:
         assert r["completed"] and r["violations"] == 0, r
+    for model in MODELS:
+        with lab.boot(model=model, signal_after=1_000_000) as s:
+            s.insmod(demo)
+            s.run_until_patched(40_000_000)
+            log = [line.split(": ", 1)[1] for line in s.console if line.startswith("test_klp_callbacks_demo:")]
+            assert log == ["pre_patch_callback: vmlinux", "post_patch_callback: vmlinux"], model
