@@ -20,6 +20,17 @@ QUANTUM_MIN, QUANTUM_MAX = 1_000, 10_000_000    # a slice beyond that starves ev
 EFAULT = 14
 SIGNAL_NAMES = {2: "SIGINT", 9: "SIGKILL", 10: "SIGUSR1", 12: "SIGUSR2", 15: "SIGTERM"}
 _STALL_CHUNK = 128          # instructions run at a time while the tick waits for IF
+# A pending tick is tried again about every _STALL_CHUNK instructions, but
+# never at a fixed interval: the CPU takes a pending interrupt the moment IF
+# is set, the lab can only look at slice ends, and a loop whose period
+# divides a fixed interval could hide its interrupts-on window from every
+# try and pass for a hard lockup.  The offsets grow strictly.
+_STALL_JITTER = (0, 61, 29, 97, 13, 113, 47, 79, 5, 101, 37, 71, 19, 89, 53, 7)
+
+
+def _stall_offset(k):
+    """Instructions after the tick fell due of its k-th try (k = 0: on time)."""
+    return k * _STALL_CHUNK + _STALL_JITTER[k % len(_STALL_JITTER)]
 # The hard-lockup watchdog (Linux's NMI watchdog): a CPU that has taken no
 # timer interrupt for this many quanta with interrupts off is locked up.
 # Linux checks every watchdog_thresh (10 s) and, with hardlockup_panic set
@@ -330,6 +341,16 @@ class Kernel:
     def _on_syscall(self, nr):
         self.syscall_watch(self.current, nr)
 
+    def log_syscalls(self):
+        """Add a SyscallEntry event to the log at every system call entry
+        (what a trace and the checker watch): watch_syscalls() with the
+        event made here, a Python call fewer on the hottest hook there is."""
+        self.syscall_watch = None
+        self.machine.syscall_watch = self._log_syscall
+
+    def _log_syscall(self, nr):
+        self.log.post(ev.SyscallEntry, self.machine.clock, self.current, nr)
+
     # ---- the scheduling state a trace keyframe needs besides CPU and RAM ----
     def snapshot_state(self):
         return {
@@ -557,7 +578,7 @@ class Kernel:
             # It is delivered before the next slice, not right after the last
             # one: slice hooks see the CPU as the task left it (interrupts on or
             # off), and a replay starting at a keyframe taken there does the same.
-            due = self._next_tick + self._stall * _STALL_CHUNK
+            due = self.tick_due_at()
             if self._forced and self._forced[0] <= due:
                 if now >= self._forced[0]:
                     self._preempt()
@@ -579,16 +600,21 @@ class Kernel:
                 hook()
         return self.clock
 
+    def tick_due_at(self):
+        """When the pending tick is tried next (a replay asks it too)."""
+        return self._next_tick + _stall_offset(self._stall)
+
     def _tick(self):
         """The timer fires: deliver it now if interrupts are on, else keep it
-        pending and try again _STALL_CHUNK instructions later.  The next try
+        pending and try again about _STALL_CHUNK instructions later.  The next try
         always lies ahead of the clock, so run() retires instructions between
         two tries whatever happened in between (an oops, a panic report)."""
         m = self.machine
         state = m.cpu_state()
         if not state[2] & 0x200:         # IF
             late = m.clock - self._next_tick
-            self._stall = late // _STALL_CHUNK + 1
+            k = late // _STALL_CHUNK
+            self._stall = k if _stall_offset(k) > late else k + 1
             if late >= _LOCKUP_QUANTA * self.quantum:
                 self._hard_lockup(self._next_tick)
             return

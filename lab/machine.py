@@ -10,7 +10,10 @@ import bisect
 import ctypes
 import functools
 import mmap
+import os
+import re
 import struct
+import weakref
 
 from unicorn import (
     UC_ARCH_X86, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_PROT,
@@ -23,6 +26,7 @@ from .errors import GuestFault, MachineError, MachineFault
 
 RAM_BASE = 0x100000  # the first MiB stays unmapped: a NULL dereference faults
 RAM_END = 0x800000
+PAGE = 4096
 HYPERCALL_PORT = 0xE9
 X86_EFLAGS_IF = 0x200
 _NEVER = 2**64 - 1
@@ -178,6 +182,57 @@ class _RegisterIO:
         return lambda *values: reg_write_batch(list(zip(regs, values)))
 
 
+_TOUCHED = bytes(1 if flags & 0xC0 else 0 for flags in range(256))   # pagemap bits 63 (present), 62 (swapped)
+
+
+class TouchedPages:
+    """Which pages of a buffer the host has ever backed, from
+    /proc/self/pagemap (present or swapped).  The machine maps RAM
+    anonymously, so a page the guest never touched reads as zeros without
+    being read: a trace keyframe and a snapshot's restore compare only the
+    touched pages, and so never touch the others themselves.  Where pagemap
+    cannot be read, or does not say present for a page known to hold data
+    (known, an index), every page counts."""
+
+    def __init__(self, address, size, known=None):
+        self._n = size // PAGE
+        self._at = address // PAGE * 8
+        self._fd = None
+        if address % PAGE or size % PAGE or mmap.PAGESIZE != PAGE:
+            return
+        try:
+            self._fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        except OSError:
+            return
+        self._closer = weakref.finalize(self, os.close, self._fd)   # closed with its owner, by the GC if need be
+        if known is not None and not self.read()[1][known]:
+            self.close()
+
+    def read(self):
+        """(runs, flags): [(first page, end page)] of the touched pages,
+        ascending, and one byte a page, 1 where touched."""
+        if self._fd is not None:
+            try:
+                data = os.pread(self._fd, self._n * 8, self._at)
+            except OSError:
+                data = b""
+            if len(data) == self._n * 8:
+                flags = data[7::8].translate(_TOUCHED)
+                return [m.span() for m in re.finditer(b"\x01+", flags)], flags
+        return [(0, self._n)], b"\x01" * self._n
+
+    def close(self):
+        if self._fd is not None:
+            self._closer()
+            self._fd = None
+
+
+def _anonymous(size):
+    """size zero bytes (a ctypes array) whose pages stay the kernel's shared
+    zero page until written: reading them costs one cached page, not size."""
+    return (ctypes.c_ubyte * size).from_buffer(mmap.mmap(-1, size))
+
+
 class _Replayable:
     """Machine.replayable()'s block: counts nesting in machine._replayable."""
     __slots__ = ("machine",)
@@ -238,9 +293,15 @@ class Machine:
         # by writing every page): a page the guest never writes stays the
         # kernel's shared zero page, so RAM costs what the guest uses, and
         # comparing RAM (trace keyframes, snapshots) reads mostly one cached page
-        self._ram = (ctypes.c_ubyte * size).from_buffer(mmap.mmap(-1, size))
+        self._ram = _anonymous(size)
         uc.mem_map_ptr(RAM_BASE, size, UC_PROT_ALL, ctypes.addressof(self._ram))
         self.ram = memoryview(self._ram).cast("B")
+        # The pages the host backed, for snapshots (made at the first one):
+        # RAM's first page is written now (a zero over a zero) so that
+        # pagemap, if it can be read, is checked against a page known to be
+        # backed.
+        self._ram[0] = 0
+        self._touched = None
         base = ctypes.cast(uc._uch, ctypes.c_void_p).value
         self._counter = ctypes.c_uint64.from_address(base + _COUNTER_OFFSET)
         self.retired = 0            # instructions retired before the current slice
@@ -326,6 +387,8 @@ class Machine:
         for attr in self._RAW_REGISTERS:
             setattr(self, attr, None)
         self._regio = None
+        if self._touched is not None:
+            self._touched.close()
         uc, self._uc = self._uc, None
         finalizer = getattr(uc, "_Uc__finalizer", None)
         if finalizer is not None:
@@ -434,17 +497,15 @@ class Machine:
                 pages.pop(page, None)
             else:
                 pages[page] = kind
-
-        def runs(want):
-            out = []
-            for page in sorted(p for p, k in pages.items() if k == want):
-                if out and out[-1][1] == page:
-                    out[-1][1] = page + 4096
-                else:
-                    out.append([page, page + 4096])
-            return tuple((lo, hi) for lo, hi in out)
-        self.guard_pages = runs("none")
-        self.read_only_ranges = runs("ro")
+        runs = {"none": [], "ro": []}      # one pass over the pages, in order (a module load makes four calls)
+        for page, k in sorted(pages.items()):
+            out = runs[k]
+            if out and out[-1][1] == page:
+                out[-1][1] = page + 4096
+            else:
+                out.append([page, page + 4096])
+        self.guard_pages = tuple((lo, hi) for lo, hi in runs["none"])
+        self.read_only_ranges = tuple((lo, hi) for lo, hi in runs["ro"])
 
     def in_guard_page(self, address):
         return address is not None and any(lo <= address < hi for lo, hi in self.guard_pages)
@@ -797,9 +858,11 @@ class Machine:
                 del view
         self._note_write()
 
-    def _copy_changed_pages(self, there):
+    def _copy_changed_pages(self, there, pages=None):
         """Copy into RAM the pages where the RAM-sized buffer at address
-        `there` differs, adjacent ones merged, and drop their translations."""
+        `there` differs, adjacent ones merged, and drop their translations.
+        pages: [(first page, end page)], ascending, the only ones that may
+        differ (default: all of RAM)."""
         memcmp = getattr(Machine, "_memcmp", None)
         if memcmp is None:
             memcmp = ctypes.CDLL(None).memcmp
@@ -809,16 +872,24 @@ class Machine:
         here = ctypes.addressof(self._ram)
         runs = []            # [start, end) offsets of changed pages, adjacent ones merged
         # blocks of 256 KiB, then 16 KiB, then pages: few calls where nothing changed
-        todo = [(lo, min(lo + self._SNAPSHOT_BLOCK, len(self.ram))) for lo in range(0, len(self.ram),
-                                                                                   self._SNAPSHOT_BLOCK)]
-        for step in (1 << 14, 1 << 12):
+        size, block = len(self.ram), self._SNAPSHOT_BLOCK
+        spans = [(0, size)] if pages is None else [(a * PAGE, min(b * PAGE, size)) for a, b in pages]
+        todo = [(lo, min(lo + block, hi)) for start, hi in spans for lo in range(start, hi, block)]
+        known = set()        # pieces found to differ that were no larger than the next step: not split
+        for step in (1 << 14, PAGE):
             found = []
-            for lo, hi in todo:
-                if memcmp(here + lo, there + lo, hi - lo):
-                    found += [(p, min(p + step, hi)) for p in range(lo, hi, step)]
+            for piece in todo:
+                lo, hi = piece
+                if piece in known or memcmp(here + lo, there + lo, hi - lo):
+                    if hi - lo <= step:
+                        known.add(piece)
+                        found.append(piece)
+                    else:
+                        found += [(p, min(p + step, hi)) for p in range(lo, hi, step)]
             todo = found
-        for lo, hi in todo:
-            if memcmp(here + lo, there + lo, hi - lo):
+        for piece in todo:
+            lo, hi = piece
+            if piece in known or memcmp(here + lo, there + lo, hi - lo):
                 if runs and runs[-1][1] == lo:
                     runs[-1][1] = hi
                 else:
@@ -829,8 +900,16 @@ class Machine:
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
-    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", *_REGISTER_FUNCTIONS, *_RAW_REGISTERS)
+    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", "_touched", *_REGISTER_FUNCTIONS,
+                      *_RAW_REGISTERS)
     _SNAPSHOT_BLOCK = 1 << 18
+
+    def _backed_pages(self):
+        """[(first page, end page)] of the RAM pages the host has backed
+        (all of RAM where pagemap does not tell); the rest reads as zero."""
+        if self._touched is None:
+            self._touched = TouchedPages(ctypes.addressof(self._ram), len(self.ram), known=0)
+        return self._touched.read()[0]
 
     def snapshot(self):
         """The machine as it is now, for restore(): the CPU context, a copy of
@@ -840,8 +919,14 @@ class Machine:
             raise MachineError("this machine was closed; boot a new system")
         if self._running:
             raise MachineError("a snapshot is taken between slices, not from inside a hook")
-        ram = (ctypes.c_ubyte * len(self.ram))()
-        ctypes.memmove(ram, self._ram, len(self.ram))
+        # RAM is copied page run by page run, only the pages the host backed:
+        # the others are zero here and stay the zero page in the copy, and
+        # neither RAM nor the copy gets them backed by being read, which lets
+        # restore() compare only what was touched since (_backed_pages)
+        ram = _anonymous(len(self.ram))
+        here, there = ctypes.addressof(self._ram), ctypes.addressof(ram)
+        for first, end in self._backed_pages():
+            ctypes.memmove(there + first * PAGE, here + first * PAGE, (end - first) * PAGE)
         state = {k: (v.copy() if isinstance(v, (dict, list, set)) else v)
                  for k, v in self.__dict__.items() if k not in self._SNAPSHOT_KEEP}
         return {"context": self._uc.context_save(), "ram": ram, "state": state}
@@ -863,7 +948,9 @@ class Machine:
             # checked before anything changes: a removed hook cannot be added back (its address is not kept)
             raise MachineError(f"{len(gone)} code hook(s) of the snapshot were removed since it was taken; "
                                "they cannot be brought back: take the snapshot again after removing them")
-        self._copy_changed_pages(ctypes.addressof(snap["ram"]))
+        # a page the host has not backed now was not backed when the snapshot
+        # was taken either (nothing unbacks RAM): zero in RAM and in the copy
+        self._copy_changed_pages(ctypes.addressof(snap["ram"]), self._backed_pages())
         for handle in [h for h in self._code_hooks if h not in state["_code_hooks"]]:
             self._uc.hook_del(handle)
         # protections: undo what was protected since, then redo what was lifted since

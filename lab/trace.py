@@ -89,10 +89,8 @@ import math
 import mmap
 import os
 import pathlib
-import re
 import struct
 import tempfile
-import weakref
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -101,7 +99,7 @@ from . import events as ev
 from .errors import GuestFault, KernelPanic, LabError
 from .image import PAD_SIZE, Image
 from .kernel import Kernel, TaskState
-from .machine import GPRS, RAM_BASE, RAM_END, Machine
+from .machine import GPRS, RAM_BASE, RAM_END, Machine, TouchedPages
 
 TRACE_SCHEMA = 2
 PAGE = 4096
@@ -185,48 +183,8 @@ def _changed_pages(ram, prev, n=None, runs=None):
     return [lo // PAGE for lo, hi in todo if memcmp(a + lo, b + lo, hi - lo)]
 
 
-_TOUCHED = bytes(1 if flags & 0xC0 else 0 for flags in range(256))   # pagemap bits 63 (present), 62 (swapped)
-
-
-class _TouchedPages:
-    """Which pages of the machine's RAM the host has ever backed, from
-    /proc/self/pagemap (present or swapped).  The machine maps RAM
-    anonymously (lab/machine.py), so a page the guest never touched reads as
-    zeros without being read: a keyframe compares only the touched pages, and
-    so never touches the others itself.  Where pagemap cannot be read, or
-    does not say present for a page known to hold data, every page counts."""
-
-    def __init__(self, address, size, known=None):
-        self._n = size // PAGE
-        self._at = address // PAGE * 8
-        self._fd = None
-        if address % PAGE or size % PAGE or mmap.PAGESIZE != PAGE:
-            return
-        try:
-            self._fd = os.open("/proc/self/pagemap", os.O_RDONLY)
-        except OSError:
-            return
-        self._closer = weakref.finalize(self, os.close, self._fd)   # a recorder is not closed: its GC closes this
-        if known is not None and not self.read()[1][known]:
-            self.close()
-
-    def read(self):
-        """(runs, flags): [(first page, end page)] of the touched pages,
-        ascending, and one byte a page, 1 where touched."""
-        if self._fd is not None:
-            try:
-                data = os.pread(self._fd, self._n * 8, self._at)
-            except OSError:
-                data = b""
-            if len(data) == self._n * 8:
-                flags = data[7::8].translate(_TOUCHED)
-                return [m.span() for m in re.finditer(b"\x01+", flags)], flags
-        return [(0, self._n)], b"\x01" * self._n
-
-    def close(self):
-        if self._fd is not None:
-            self._closer()
-            self._fd = None
+# the pages of the machine's RAM the host has backed (lab/machine.py)
+_TouchedPages = TouchedPages
 
 
 class TraceError(LabError):
@@ -265,19 +223,18 @@ def _watch_units(kernel, image):
     regenerates them."""
     m = kernel.machine
 
-    def on_syscall(tid, nr):
-        kernel.log.post(ev.SyscallEntry, m.clock, tid, nr)
-
     def on_loop(where):
-        if not kernel.in_interrupt:
-            kernel.log.add(ev.KthreadLoop, m.clock, tid=kernel.current, where=where)
+        def hook(_address):
+            if not kernel.in_interrupt:
+                kernel.log.post(ev.KthreadLoop, m.clock, kernel.current, where)
+        return hook
 
-    kernel.watch_syscalls(on_syscall)
+    kernel.log_syscalls()
     for name in KTHREAD_LOOP_TOPS:
         sym = image.lookup(name)
         if sym is not None:
             # function entries, always reached by a call: a block hook sees them
-            m.add_entry_hook(sym.address, lambda _a, name=name: on_loop(name))
+            m.add_entry_hook(sym.address, on_loop(name))
 
 
 class Observer:
@@ -325,14 +282,15 @@ class Observer:
                 if (address, version) in self._watched:
                     continue
                 self._watched.add((address, version))
-                self.system.machine.add_code_hook(
-                    address, lambda _a, name=name, version=version, patch=transition.patch.name:
-                    self._on_entry(name, version, patch))
+                self.system.machine.add_code_hook(address, self._on_entry(name, version, transition.patch.name))
 
     def _on_entry(self, function, version, patch):
-        k = self.system.kernel
-        k.log.add(ev.FuncEntry, self.system.machine.clock, tid=k.current, in_irq=k.in_interrupt,
-                  function=function, version=version, patch=patch)
+        """The code hook of one version's entry: a FuncEntry event each time it runs."""
+        k, m = self.system.kernel, self.system.machine
+
+        def hook(_address):
+            k.log.post(ev.FuncEntry, m.clock, k.current, k.in_interrupt, function, version, patch)
+        return hook
 
 
 def _protections(machine):
@@ -1668,13 +1626,11 @@ class Replayer:
         self._apply_actions(step)
 
     def _tick_due(self):
-        from .kernel import _STALL_CHUNK
         k = self.kernel
-        return not k.panicked and k._next_tick is not None and k._next_tick + k._stall * _STALL_CHUNK <= k.clock
+        return not k.panicked and k._next_tick is not None and k.tick_due_at() <= k.clock
 
     def _deliver_due_tick(self):
-        from .kernel import _STALL_CHUNK
-        self._run(until=lambda k: k._next_tick + k._stall * _STALL_CHUNK > k.clock)
+        self._run(until=lambda k: k.tick_due_at() > k.clock)
 
     # ---- seeking ----
     def seek(self, step):

@@ -278,3 +278,37 @@ def test_replacing_ram_runs_the_new_code_and_keeps_what_did_not_change(machine, 
     assert [(nr, rdi) for nr, _clock, rdi in calls] == [(1, 7), (2, 2)]
     with pytest.raises(lab.LabError, match="bytes for"):
         machine.replace_ram(b"\0" * 10)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_copying_changed_pages_copies_and_drops_the_translations_of_exactly_the_pages_that_differ(seed):
+    """Machine._copy_changed_pages (a restore, a seek): compared in blocks,
+    then 16 KiB pieces, then pages, within the page runs given (or all of
+    RAM); every page that differs is copied and its translations dropped,
+    and no other."""
+    import ctypes
+    import random
+    rng = random.Random(seed)
+    m = Machine()
+    size = RAM_END - RAM_BASE
+    pages = size // 4096
+    other = (ctypes.c_ubyte * size)()
+    differ = set(rng.sample(range(pages), rng.randrange(1, 40)))
+    differ |= {p + 1 for p in list(differ)[:5] if p + 1 < pages}           # some adjacent ones
+    for p in differ:
+        other[p * 4096 + rng.randrange(4096)] = rng.randrange(1, 256)
+    runs = None
+    if seed % 2:
+        # page runs that cover every differing page: short ones (1 to 6 pages, smaller
+        # than a 16 KiB piece or not a multiple of one) and a long one
+        cuts, at = [0], 0
+        while at < pages:
+            at = min(at + (rng.randrange(1, 7) if at < pages // 2 else pages), pages)
+            cuts.append(at)
+        runs = list(zip(cuts, cuts[1:]))
+    dropped = []
+    remove = m._uc.ctl_remove_cache
+    m._uc.ctl_remove_cache = lambda lo, hi: (dropped.append((lo, hi)), remove(lo, hi))
+    m._copy_changed_pages(ctypes.addressof(other), runs)
+    assert bytes(m.ram) == bytes(other)
+    assert {(lo - RAM_BASE) // 4096 + i for lo, hi in dropped for i in range((hi - lo) // 4096)} == differ
