@@ -353,3 +353,18 @@ def test_a_task_preempted_between_prepare_to_wait_and_its_condition_is_not_lost(
             s.kernel.preempt_at([at + offset])
             patch = s.apply_patch(CAPABLE)
             assert patch.state == PatchState.TRANSITION, offset
+
+
+def test_a_tight_system_call_loop_is_no_hard_lockup():
+    """A user program calling getpid() in a tight loop spends most of each
+    iteration with interrupts off (entry and exit) and a few instructions
+    with them on.  The pending tick is tried at irregular instants, so it
+    finds that window; tried at a fixed interval that divides the loop's
+    period, it never did, and the watchdog took the loop for a hard lockup."""
+    with lab.boot(workload="quiet") as system:
+        pid = system.spawn("test_klp-call_getpid")
+        system.run(60_000_000)
+        assert not system.kernel.panicked
+        assert system.task(pid).syscalls > 100_000
+        ticks = [e for e in system.events if e.kind == "irq" and e.tid == pid]
+        assert len(ticks) > 100                   # it is interrupted like any task
