@@ -32,6 +32,9 @@ ROOT = FIRMWARE_DIR.parent
 DATA = ROOT / "tests" / "data" / "shell"
 SCRIPTS = ("learner", "commands", "tour")
 PROMPT = r"lab [\d,]+(?: \[at [\d,]+\])?> "
+# where the default boot ends (the prompts count from it)
+with lab.boot() as _booted:
+    BOOTED_AT = _booted.clock
 BOX = re.compile(r"[│┃]")    # a terminal's tables are drawn; their rules read as spaces here
 ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]|\x07|\r")
 
@@ -167,7 +170,8 @@ def test_a_script_line_that_cannot_be_done_stops_it_there_with_its_line_number(l
     (line,) = err.splitlines()
     assert line.startswith(f"lab: error: {script}:2: kill: task 4 (kfreezerd) is a kernel thread")
     echoed = [x for x in out.splitlines() if re.match(PROMPT, x)]
-    assert echoed == ["lab 39,712> run 100000", "lab 139,712> kill kfreezerd 9"]
+    booted = BOOTED_AT
+    assert echoed == [f"lab {booted:,}> run 100000", f"lab {booted + 100_000:,}> kill kfreezerd 9"]
 
 
 @pytest.mark.parametrize("model, lines, told", [
@@ -499,5 +503,5 @@ def test_view_opens_the_stepper_and_q_comes_back_to_the_session(tmp_path):
     i, _ = t.wait("q quit")
     assert i == 0, "the stepper did not open"
     t.child.send("q")
-    assert "back in the session at 139,712" in t.wait()
+    assert f"back in the session at {BOOTED_AT + 100_000:,}" in t.wait()
     assert t.quit() == 0
