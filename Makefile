@@ -9,6 +9,7 @@ demo: $(VENV)/.installed
 	$(BIN)/lab demo
 
 test: $(VENV)/.installed-test
+	@tools/system_packages.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
