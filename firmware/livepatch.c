@@ -530,13 +530,14 @@ static ssize_t force_store(struct klp_patch *patch, const char *buf)
 	return 0;
 }
 
-enum klp_attr { KLP_ENABLED, KLP_TRANSITION, KLP_FORCE, KLP_REPLACE, KLP_PATCHED_ATTR };
+enum klp_attr { KLP_ENABLED, KLP_TRANSITION, KLP_FORCE, KLP_REPLACE, KLP_STACK_ORDER, KLP_PATCHED_ATTR };
 
 static const struct { const char *name; int mode; } klp_attrs[] = {
 	[KLP_ENABLED] = { "enabled", 0644 },
 	[KLP_TRANSITION] = { "transition", 0444 },
 	[KLP_FORCE] = { "force", 0200 },
 	[KLP_REPLACE] = { "replace", 0444 },
+	[KLP_STACK_ORDER] = { "stack_order", 0444 },
 	[KLP_PATCHED_ATTR] = { "patched", 0444 },
 };
 
@@ -555,6 +556,18 @@ static int klp_sysfs_show(struct seq_file *m, void *data)
 		return seq_printf(m, "%d\n", f->patch->enabled);
 	case KLP_TRANSITION:
 		return seq_printf(m, "%d\n", f->patch == klp_transition_patch);
+	case KLP_STACK_ORDER: {
+		/* the patch's place among the registered ones, 1 the oldest */
+		struct klp_patch *p;
+		int order = 0;
+
+		klp_for_each_patch(p) {
+			order++;
+			if (p == f->patch)
+				break;
+		}
+		return seq_printf(m, "%d\n", order);
+	}
 	case KLP_REPLACE:
 		return seq_printf(m, "%d\n", f->patch->replace);
 	case KLP_PATCHED_ATTR:

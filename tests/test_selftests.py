@@ -162,3 +162,16 @@ def test_a_klp_patch_with_callbacks_completes_under_every_model_with_no_violatio
             s.run_until_patched(40_000_000)
             log = [line.split(": ", 1)[1] for line in s.console if line.startswith("test_klp_callbacks_demo:")]
             assert log == ["pre_patch_callback: vmlinux", "post_patch_callback: vmlinux"], model
+
+
+def test_stack_order_and_replace_say_where_a_patch_is_and_what_it_does(st):
+    """The newer sysfs attributes: stack_order (1 the oldest registered
+    patch) and replace, read-only."""
+    st.load_lp(LP)
+    st.load_lp("test_klp_atomic_replace", replace=0)
+    assert [st.cat(f"/sys/kernel/livepatch/{m}/stack_order") for m in (LP, "test_klp_atomic_replace")] == ["1", "2"]
+    assert st.cat("/sys/kernel/livepatch/test_klp_atomic_replace/replace") == "0"
+    st.check_sysfs_rights(LP, "stack_order", "-r--r--r--")
+    st.check_sysfs_rights(LP, "replace", "-r--r--r--")
+    st.disable_lp(LP)
+    assert st.cat("/sys/kernel/livepatch/test_klp_atomic_replace/stack_order") == "1"
