@@ -19,8 +19,10 @@ The hooks a bare run cannot do without:
   hypercall that did need an answer would not go unnoticed.  The hook stays
   even so: a driver of this firmware has to listen on the port.
 - the timer tick between slices, with the lab's stall rule: while IF is off,
-  the tick stays pending and is retried every STALL_CHUNK instructions counted
-  from when it fell due (so, as in the lab, how run() is split changes nothing).
+  the tick stays pending and is retried about every STALL_CHUNK instructions
+  counted from when it fell due, each try STALL_JITTER off the even grid
+  (lab/kernel.py _stall_offset; as in the lab, how run() is split changes
+  nothing).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ RAM_BASE = 0x100000
 RAM_END = 0x800000
 X86_EFLAGS_IF = 0x200
 STALL_CHUNK = 128
+STALL_JITTER = (0, 61, 29, 97, 13, 113, 47, 79, 5, 101, 37, 71, 19, 89, 53, 7)
 LOCKUP_QUANTA = 50
 UNTIL = 2**64 - 1   # emu_start's `until`, unreachable as in the lab: 0 would end a slice on a jump to NULL
 
@@ -125,6 +128,7 @@ class Bare:
         user_cs, kernel_cs = self._user_cs, self._kernel_cs
         lockup = LOCKUP_QUANTA * self.quantum
         quantum = self.quantum
+        jitter, tries = STALL_JITTER, len(STALL_JITTER)
 
         now = self.clock
         end = now + instructions
@@ -132,7 +136,7 @@ class Bare:
         stall = self._stall
         rip = self._rip
         while now < end:
-            due = next_tick + stall * STALL_CHUNK
+            due = next_tick + stall * STALL_CHUNK + jitter[stall % tries]
             stop = due if due < end else end
             count = stop - now
             emu_start(rip, UNTIL, 0, count)
@@ -144,9 +148,12 @@ class Bare:
                 continue
             # the timer tick (lab/kernel.py _tick, lab/machine.py interrupt)
             if not rflags & X86_EFLAGS_IF:
-                stall += 1
-                if stall * STALL_CHUNK > lockup:
-                    raise BareError(f"soft lockup at {rip:#x}, clock {now}: the lab would oops here")
+                # the next try after now (lab/kernel.py _tick)
+                late = now - next_tick
+                k = late // STALL_CHUNK
+                stall = k if k * STALL_CHUNK + jitter[k % tries] > late else k + 1
+                if late >= lockup:
+                    raise BareError(f"hard lockup at {rip:#x}, clock {now}: the lab would panic here")
                 continue
             stall = 0
             if user_lo <= rip < user_hi:

@@ -139,9 +139,10 @@ def _check_constants():
         "RAM_END": (bare_mod.RAM_END, lab_machine.RAM_END),
         "X86_EFLAGS_IF": (bare_mod.X86_EFLAGS_IF, lab_machine.X86_EFLAGS_IF),
         "STALL_CHUNK": (bare_mod.STALL_CHUNK, lab_kernel._STALL_CHUNK),
+        "STALL_JITTER": (bare_mod.STALL_JITTER, lab_kernel._STALL_JITTER),
         "LOCKUP_QUANTA": (bare_mod.LOCKUP_QUANTA, lab_kernel._LOCKUP_QUANTA),
     }
-    shown = lambda v: f"{v:#x}" if v > 0xFFFF else str(v)  # noqa: E731  (addresses in hex)
+    shown = lambda v: f"{v:#x}" if isinstance(v, int) and v > 0xFFFF else str(v)  # noqa: E731  (addresses in hex)
     drift = [f"{k} (bare {shown(b)}, lab {shown(v)})" for k, (b, v) in pairs.items() if b != v]
     if drift:
         raise BenchmarkFailed("benchmarks/bare.py no longer follows the lab: " + ", ".join(drift)

@@ -578,7 +578,7 @@ class Kernel:
             # It is delivered before the next slice, not right after the last
             # one: slice hooks see the CPU as the task left it (interrupts on or
             # off), and a replay starting at a keyframe taken there does the same.
-            due = self.tick_due_at()
+            due = self.tick_due_at() if self._stall else self._next_tick   # the 0th try is on time
             if self._forced and self._forced[0] <= due:
                 if now >= self._forced[0]:
                     self._preempt()

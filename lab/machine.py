@@ -347,7 +347,6 @@ class Machine:
         "_read_eflags": ("r", ("EFLAGS",)),
         "_read_gprs": ("r", tuple("EFLAGS" if n == "rflags" else n.upper() for n in GPRS)),
         "_read_cpu_state": ("r", ("RIP", "RSP", "EFLAGS")),            # cpu_state()
-        "_write_interrupt": ("w", ("RSP", "EFLAGS", "RIP")),            # interrupt()
         "_write_rax": ("w", ("RAX",)),
     }
     # The hottest paths' (call, vals) pairs (_RegisterIO.raw), a frame
@@ -357,6 +356,8 @@ class Machine:
         "_syscall_in_rax": (("RIP", "EFLAGS", "RAX"), False),
         "_syscall_out": (("RCX", "R11", "EFLAGS", "RIP"), True),
         "_hypercall_in": (("RIP", "RDI", "RSI", "RDX"), False),        # _on_out()
+        "_interrupt_out": (("RSP", "EFLAGS", "RIP"), True),             # interrupt()
+        "_cpu_state_in": (("RIP", "RSP", "EFLAGS"), False),             # run()
     }
 
     def _bind_registers(self, io):
@@ -777,7 +778,11 @@ class Machine:
             done = self._stopped_at
         else:
             done = min(self._counter.value - 1, count)
-        cpu = tuple(self._read_cpu_state())
+        read, got = self._cpu_state_in
+        status = read()
+        if status:
+            raise UcError(status)
+        cpu = (got[0], got[1], got[2])
         self.halted = done < count and not self._stop_requested and self._hlt_before(cpu[0])
         if self.halted:
             done += 1   # hlt retired and ended emu_start before the counter saw the next instruction
@@ -830,8 +835,14 @@ class Machine:
         _FRAME.pack_into(self.ram, self._off(frame, 40), rip, cs, rflags, rsp, ss)
         if not replayable:
             self._note_write()
-        self._write_interrupt(frame, rflags & ~X86_EFLAGS_IF, entry)   # rsp, rflags, rip
-        self._cpu = None if self._running else (entry, frame, rflags & ~X86_EFLAGS_IF)
+        write, out = self._interrupt_out       # rsp, rflags, rip: once per tick
+        out[0] = frame
+        out[1] = masked = rflags & ~X86_EFLAGS_IF
+        out[2] = entry
+        status = write()
+        if status:
+            raise UcError(status)
+        self._cpu = None if self._running else (entry, frame, masked)
 
     # ---- RAM as a whole ----
     def replace_ram(self, data):
@@ -900,8 +911,8 @@ class Machine:
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
-    _SNAPSHOT_KEEP = ("_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", "_touched", *_REGISTER_FUNCTIONS,
-                      *_RAW_REGISTERS)
+    _SNAPSHOT_KEEP = frozenset({"_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", "_touched",
+                                *_REGISTER_FUNCTIONS, *_RAW_REGISTERS})
     _SNAPSHOT_BLOCK = 1 << 18
 
     def _backed_pages(self):

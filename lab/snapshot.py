@@ -68,17 +68,26 @@ def _memo(system, hubs):
     return {id(obj): obj for obj in keep}
 
 
+# values a layer's attribute may hold that need no copy (a restore copies
+# every layer, so the deepcopy calls saved on them add up)
+_IMMUTABLE = frozenset({int, str, bool, float, bytes, type(None)})
+
+
 def _copy_layers(system, hubs, dicts):
     memo = _memo(system, hubs)
     for d in dicts.values():
         for value in d.values():
             if type(value) is random.Random:
-                # its state is an immutable tuple of 625 numbers: shared, not walked by deepcopy
-                twin = random.Random()
+                # its state is an immutable tuple of 625 numbers: shared, not
+                # walked by deepcopy; the twin is made without seeding it from
+                # the OS first (Random() would), setstate() sets all of it
+                twin = random.Random.__new__(random.Random, 0)
                 twin.setstate(value.getstate())
                 memo[id(value)] = twin
     try:
-        return copy.deepcopy(dicts, memo)
+        return {name: {attr: value if type(value) in _IMMUTABLE else copy.deepcopy(value, memo)
+                       for attr, value in d.items()}
+                for name, d in dicts.items()}
     except (TypeError, copy.Error) as exc:
         # name the attribute that cannot be copied, so its owner can make it copyable
         for name, d in dicts.items():

@@ -51,6 +51,14 @@ def test_an_event_posted_on_a_hot_path_is_the_event_add_makes_for_every_event_ty
         assert added.digest == posted.digest == expected
 
 
+def test_a_pending_ticks_first_try_is_when_it_falls_due():
+    """Kernel.run takes the due instant of a tick not yet stalled as
+    _next_tick itself, without asking tick_due_at(): the first try of the
+    stall rule's offsets must be on time."""
+    from lab import kernel
+    assert kernel._stall_offset(0) == 0
+
+
 def test_different_seeds_give_different_digests(image):
     digests = set()
     for seed in (0, 1, 2):
