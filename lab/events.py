@@ -142,17 +142,9 @@ class EventLog:
         return ev
 
     def post(self, cls, at, *values):
-        """add() for the hot paths (ticks, switches, system call entries):
-        every field given, positionally, in declaration order."""
-        events = self.events
-        make = _MAKERS.get(cls)
-        if make is None:
-            make = _MAKERS[cls] = _maker(cls)
-        ev = make(len(events), at, *values)
-        events.append(ev)
-        for fn in self._listeners:
-            fn(ev)
-        return ev
+        """add() with every field given, positionally, in declaration order
+        (poster(cls) is the same in one call, for the hottest paths)."""
+        return poster(cls)(self, at, *values)
 
     def subscribe(self, fn):
         """Call fn(event) for every event added from now on."""
@@ -259,7 +251,7 @@ class KthreadLoop(Event):
 
 
 _NAMES = {}     # event class -> (its field names, the same without seq)
-_MAKERS = {}    # event class -> _maker(class)
+_POSTERS = {}   # event class -> poster(class)
 
 
 def _names(cls):
@@ -270,18 +262,31 @@ def _names(cls):
     return names
 
 
-def _maker(cls):
-    """make(seq, at, *fields): the event cls(seq, at, *fields) would
-    give, built without the frozen dataclass's __init__, which sets every
-    field through object.__setattr__ (a third of a tick's event cost).  The
-    slots are set through their own descriptors, which `frozen` leaves
-    alone; every field must be given, in declaration order."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    scope = {"_new": object.__new__, "_cls": cls}
-    scope.update({f"_set_{n}": getattr(cls, n).__set__ for n in names})
-    body = "".join(f"    _set_{n}(_e, {n})\n" for n in names)
-    exec(f"def make({', '.join(names)}):\n    _e = _new(_cls)\n{body}    return _e\n", scope)
-    return scope["make"]
+def poster(cls):
+    """post(log, at, *fields): log.add(cls, at, **fields) for the hot paths
+    (ticks, switches, system call entries, recorded calls), every field
+    given, positionally, in declaration order.  One generated function: the
+    event is built without the frozen dataclass's __init__, which sets
+    every field through object.__setattr__ (a third of a tick's event
+    cost); its slots are set through their own descriptors, which `frozen`
+    leaves alone.  The event is the one add() would make, and the log's
+    listeners see it the same way."""
+    post = _POSTERS.get(cls)
+    if post is None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        scope = {"_new": object.__new__, "_cls": cls}
+        scope.update({f"_set_{n}": getattr(cls, n).__set__ for n in names})
+        params = ", ".join(n for n in names if n != "seq")
+        body = "".join(f"    _set_{n}(_e, {'len(_events)' if n == 'seq' else n})\n" for n in names)
+        exec(f"def post(_log, {params}):\n"
+             f"    _events = _log.events\n"
+             f"    _e = _new(_cls)\n{body}"
+             f"    _events.append(_e)\n"
+             f"    for _fn in _log._listeners:\n"
+             f"        _fn(_e)\n"
+             f"    return _e\n", scope)
+        post = _POSTERS[cls] = scope["post"]
+    return post
 
 
 EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Preemption, Oops, Panic, TransitionStart,

@@ -43,6 +43,10 @@ _LOCKUP_QUANTA = 50
 # that something kills every task it creates; its limit is lower.
 OOPS_LIMIT = 100
 _SCHEDULER_FUNCS = {"schedule", "__switch_to_asm", "preempt_schedule_irq", "schedule_timeout"}
+# the events of the hottest paths, each posted in one call (events.poster)
+_POST_SWITCH = ev.poster(ev.ContextSwitch)
+_POST_IRQ = ev.poster(ev.Interrupt)
+_POST_SYSCALL = ev.poster(ev.SyscallEntry)
 
 
 class InterruptLost(Exception):
@@ -349,7 +353,7 @@ class Kernel:
         self.machine.syscall_watch = self._log_syscall
 
     def _log_syscall(self, nr):
-        self.log.post(ev.SyscallEntry, self.machine.clock, self.current, nr)
+        _POST_SYSCALL(self.log, self.machine.clock, self.current, nr)
 
     # ---- the scheduling state a trace keyframe needs besides CPU and RAM ----
     def snapshot_state(self):
@@ -418,7 +422,7 @@ class Kernel:
             raise GuestFault(f"a switch away from task {prev:#x}, which is not running")
         if not 0 <= nxt < self._nr_tasks_max:
             self._valid_tid(nxt, "a switch to")
-        self.log.post(ev.ContextSwitch, self.machine.clock, prev, nxt)
+        _POST_SWITCH(self.log, self.machine.clock, prev, nxt)
         self.current = nxt
 
     def _hc_booted(self, *_):
@@ -626,7 +630,7 @@ class Kernel:
         except InterruptLost:
             return
         now = m.clock
-        self.log.post(ev.Interrupt, now, self.current, user, rip)
+        _POST_IRQ(self.log, now, self.current, user, rip)
         jitter = self._rng.randint(-self.quantum // 8, self.quantum // 8) if self.seed else 0
         self._next_tick = now + self.quantum + jitter
 

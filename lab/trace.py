@@ -223,10 +223,12 @@ def _watch_units(kernel, image):
     regenerates them."""
     m = kernel.machine
 
+    post = ev.poster(ev.KthreadLoop)
+
     def on_loop(where):
         def hook(_address):
             if not kernel.in_interrupt:
-                kernel.log.post(ev.KthreadLoop, m.clock, kernel.current, where)
+                post(kernel.log, m.clock, kernel.current, where)
         return hook
 
     kernel.log_syscalls()
@@ -287,9 +289,10 @@ class Observer:
     def _on_entry(self, function, version, patch):
         """The code hook of one version's entry: a FuncEntry event each time it runs."""
         k, m = self.system.kernel, self.system.machine
+        post = ev.poster(ev.FuncEntry)
 
         def hook(_address):
-            k.log.post(ev.FuncEntry, m.clock, k.current, k.in_interrupt, function, version, patch)
+            post(k.log, m.clock, k.current, k.in_interrupt, function, version, patch)
         return hook
 
 

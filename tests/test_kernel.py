@@ -39,15 +39,21 @@ def test_an_event_posted_on_a_hot_path_is_the_event_add_makes_for_every_event_ty
         values = [(i, "x") if name in ("regs", "code", "stack", "functions") else 7 + i
                   for i, name in enumerate(names)]
         added, posted = ev.EventLog(), ev.EventLog()
+        seen = []
+        for log in (added, posted):
+            log.subscribe(seen.append)
+        added.add(cls, 3, **dict(zip(names, values)))
         a = added.add(cls, 5, **dict(zip(names, values)))
+        ev.poster(cls)(posted, 3, *values)
         p = posted.post(cls, 5, *values)
         assert type(p) is cls and p == a and repr(p) == repr(a) and p.to_dict() == a.to_dict()
+        assert p.seq == 1 and seen[:2] == seen[2:] == [added.events[0], a]
         with pytest.raises(dataclasses.FrozenInstanceError):
             p.at = 6
         # the digest: sha256 over each event's canonical JSON without its sequence number
-        d = {k: v for k, v in a.to_dict().items() if k != "seq"}
-        line = json.dumps(d, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-        expected = hashlib.sha256(b"" if cls.observed else line).hexdigest()
+        lines = b"".join(json.dumps({k: v for k, v in e.to_dict().items() if k != "seq"}, sort_keys=True,
+                                    separators=(",", ":")).encode() + b"\n" for e in added)
+        expected = hashlib.sha256(b"" if cls.observed else lines).hexdigest()
         assert added.digest == posted.digest == expected
 
 
