@@ -871,9 +871,10 @@ class Machine:
 
     def _copy_changed_pages(self, there, pages=None):
         """Copy into RAM the pages where the RAM-sized buffer at address
-        `there` differs, adjacent ones merged, and drop their translations.
-        pages: [(first page, end page)], ascending, the only ones that may
-        differ (default: all of RAM)."""
+        `there` differs, adjacent ones merged, and drop their translations
+        (in read-only text, those of the bytes from the first that differs
+        to the last).  pages: [(first page, end page)], ascending, the only
+        ones that may differ (default: all of RAM)."""
         memcmp = getattr(Machine, "_memcmp", None)
         if memcmp is None:
             memcmp = ctypes.CDLL(None).memcmp
@@ -905,9 +906,21 @@ class Machine:
                     runs[-1][1] = hi
                 else:
                     runs.append([lo, hi])
+        code = [(a - RAM_BASE, b - RAM_BASE) for a, b in self.read_only_ranges]
         for lo, hi in runs:
+            drop_lo, drop_hi = lo, hi
+            if any(a < hi and lo < b for a, b in code):
+                # Kernel text: only the bytes that differ (a pad) lose their
+                # translations.  The rest of the page is hot code that did not
+                # change (the system call and interrupt paths share a page
+                # with capable()); dropping it all would have every restored
+                # run translate it again.
+                diff = int.from_bytes(self.ram[lo:hi], "little") ^ \
+                    int.from_bytes((ctypes.c_char * (hi - lo)).from_address(there + lo), "little")
+                drop_lo = lo + ((diff & -diff).bit_length() - 1) // 8
+                drop_hi = lo + (diff.bit_length() - 1) // 8 + 1
             ctypes.memmove(here + lo, there + lo, hi - lo)
-            self._uc.ctl_remove_cache(RAM_BASE + lo, RAM_BASE + hi)
+            self._uc.ctl_remove_cache(RAM_BASE + drop_lo, RAM_BASE + drop_hi)
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced

@@ -312,3 +312,24 @@ def test_copying_changed_pages_copies_and_drops_the_translations_of_exactly_the_
     m._copy_changed_pages(ctypes.addressof(other), runs)
     assert bytes(m.ram) == bytes(other)
     assert {(lo - RAM_BASE) // 4096 + i for lo, hi in dropped for i in range((hi - lo) // 4096)} == differ
+
+
+def test_in_read_only_text_only_the_bytes_that_differ_lose_their_translations():
+    """A restore that puts a pad back drops the translations of the bytes
+    from the first that differs to the last, not of the whole page: the
+    rest of a text page is code that did not change."""
+    import ctypes
+    m = Machine()
+    size = RAM_END - RAM_BASE
+    text = RAM_BASE + 0x3000
+    m.read_only(text, 0x2000)
+    other = (ctypes.c_ubyte * size)()
+    ctypes.memmove(other, ctypes.addressof(m._ram), size)
+    for address in (text + 0x210, text + 0x214, text + 0x1F00, RAM_BASE + 0x9010):
+        other[address - RAM_BASE] = 0xE8
+    dropped = []
+    remove = m._uc.ctl_remove_cache
+    m._uc.ctl_remove_cache = lambda lo, hi: (dropped.append((lo, hi)), remove(lo, hi))
+    m._copy_changed_pages(ctypes.addressof(other))
+    assert bytes(m.ram) == bytes(other)
+    assert dropped == [(text + 0x210, text + 0x1F01), (RAM_BASE + 0x9000, RAM_BASE + 0xA000)]
