@@ -648,11 +648,14 @@ class Kernel:
 
     def _preempt(self):
         """Deliver the reschedule IPI due now; with interrupts off it stays
-        pending and is retried _STALL_CHUNK instructions later, as the tick is."""
+        pending and is retried about _STALL_CHUNK instructions later, at an
+        irregular offset as the tick is (a fixed one could keep missing a
+        loop's interrupts-on window)."""
         m = self.machine
         state = m.cpu_state()
         if not state[2] & 0x200:
-            self._forced[0] = m.clock + _STALL_CHUNK
+            tries = m.clock // _STALL_CHUNK
+            self._forced[0] = m.clock + _STALL_CHUNK + _STALL_JITTER[tries % len(_STALL_JITTER)]
             self._forced.sort()
             return
         self._forced.pop(0)
