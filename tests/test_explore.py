@@ -402,7 +402,9 @@ def test_the_lab_explore_fixture_passes_a_clean_patch_and_fails_a_mixing_one_wit
             result = lab_explore({str(PAIR)!r}, model="immediate", schedules=40)
             assert result.clean, result.reproducer
     """)
-    res = pytester.runpytest("-p", "no:cacheprovider")
+    # the inner session runs in this process: without the snapshot plugin,
+    # which would take over (and at its end remove) this session's directory
+    res = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:textual-snapshot")
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines([f"*AssertionError: lab run --patch {PAIR} --model immediate *--instructions *"])
 
