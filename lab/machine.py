@@ -69,6 +69,10 @@ except (ImportError, AttributeError):
     _UC_REG_READ_BATCH = _UC_REG_WRITE_BATCH = None
 # uc_err uc_reg_{read,write}_batch(uc_engine *uc, int *regs, void **vals, int count)
 _BATCH_PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+# their addresses, taken once: ctypes.cast() of a long-lived object records
+# every cast in that object's _objects, so one per machine would pile up
+_BATCH_ADDRESS = {id(fn): ctypes.cast(fn, ctypes.c_void_p).value
+                  for fn in (_UC_REG_READ_BATCH, _UC_REG_WRITE_BATCH) if fn is not None}
 
 
 class _RegisterIO:
@@ -124,7 +128,7 @@ class _RegisterIO:
         ids = (ctypes.c_int * n)(*regs)
         vals = (ctypes.c_uint64 * n)()
         ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(vals) + 8 * i for i in range(n)))
-        call = functools.partial(_BATCH_PROTOTYPE(ctypes.cast(batch, ctypes.c_void_p).value),
+        call = functools.partial(_BATCH_PROTOTYPE(_BATCH_ADDRESS[id(batch)]),
                                  ctypes.c_void_p(ctypes.cast(self._handle, ctypes.c_void_p).value),
                                  ctypes.c_void_p(ctypes.addressof(ids)), ctypes.c_void_p(ctypes.addressof(ptrs)),
                                  ctypes.c_int(n))
@@ -152,7 +156,7 @@ class _RegisterIO:
         # The batch function called through a prototype of plain pointers,
         # with every argument converted once here: the binding's prototype
         # converts the arrays on every call, half the cost of the call.
-        call = functools.partial(_BATCH_PROTOTYPE(ctypes.cast(batch, ctypes.c_void_p).value),
+        call = functools.partial(_BATCH_PROTOTYPE(_BATCH_ADDRESS[id(batch)]),
                                  ctypes.c_void_p(ctypes.cast(self._handle, ctypes.c_void_p).value),
                                  ctypes.c_void_p(ctypes.addressof(ids)), ctypes.c_void_p(ctypes.addressof(ptrs)),
                                  ctypes.c_int(n))
