@@ -46,24 +46,53 @@ class Violation:
         }
 
 
+# what each kind of event means to the rules (an event of another kind means nothing to them)
+_SYSCALL, _CALL, _IRQ, _KLOOP, _MIGRATED, _START, _PATCH, _END = range(8)
+_RULES = {ev.SyscallEntry: _SYSCALL, ev.FuncEntry: _CALL, ev.Interrupt: _IRQ, ev.KthreadLoop: _KLOOP,
+          ev.Migrated: _MIGRATED, ev.TransitionStart: _START, ev.PatchEvent: _PATCH, ev.TaskExit: _END,
+          ev.Oops: _END}
+
+
 class _Unit:
     __slots__ = ("kind", "start", "calls")
 
-    def __init__(self, kind, start):
+    def __init__(self, kind, start, calls=None):
         self.kind = kind
         self.start = start
-        self.calls = []
+        self.calls = [] if calls is None else calls
 
 
-def check(events):
-    """Every unit of work in events (a run's or a trace's) that mixed old and new code of one patch."""
-    open_units = {}       # tid (-1: irq) -> _Unit
-    violations = []
+class Checker:
+    """The checker fed a run's events as they come: feed() reads only the
+    events it has not seen, verdict() is check() of all of them.  A System
+    keeps one, so a run restored from a snapshot checks only its own
+    events (copy.deepcopy gives a checker that goes on from the same point;
+    the events themselves are frozen and shared)."""
 
-    def close(key, end):
-        unit = open_units.pop(key, None)
-        if unit is None or not unit.calls:
-            return
+    __slots__ = ("seen", "open_units", "violations", "kinds", "switching", "left")
+
+    def __init__(self):
+        self.seen = 0             # events fed so far
+        self.open_units = {}      # tid (-1: irq) -> _Unit
+        self.violations = []      # found in closed units, and the instant rules'
+        self.kinds = {}           # tid -> "syscall" once the task made one
+        self.switching = {}       # the transition in progress: patch -> names of the functions it switches
+        self.left = {}            # a completed transition's patch -> the version nobody may enter any more
+
+    def __deepcopy__(self, memo):
+        new = Checker.__new__(Checker)
+        new.seen = self.seen
+        new.open_units = {k: _Unit(u.kind, u.start, list(u.calls)) for k, u in self.open_units.items()}
+        new.violations = list(self.violations)
+        new.kinds = dict(self.kinds)
+        new.switching = {k: set(v) for k, v in self.switching.items()}
+        new.left = dict(self.left)
+        return new
+
+    @staticmethod
+    def _mixed(key, unit, end):
+        """The violations of one unit of work that ended at end (None: still open)."""
+        found = []
         by_patch = {}
         for call in unit.calls:
             by_patch.setdefault(call.patch, []).append(call)
@@ -72,50 +101,72 @@ def check(events):
             new = tuple((c.function, c.at) for c in calls if c.version == "new")
             if old and new:
                 first = max(min(a for _, a in old), min(a for _, a in new))
-                violations.append(Violation(key, unit.kind, unit.start, end, patch, old, new, first))
+                found.append(Violation(key, unit.kind, unit.start, end, patch, old, new, first))
+        return found
 
-    kinds = {}
-    switching = {}        # the transition in progress: patch -> names of the functions it switches
-    left = {}             # a completed transition's patch -> the version nobody may enter any more
-    for e in events:
-        if isinstance(e, ev.TransitionStart):
-            switching = {e.patch: set(e.functions)}
-            left.pop(e.patch, None)
-            continue
-        if isinstance(e, ev.PatchEvent) and e.state in ("complete", "reverted", "failed"):
-            switching.pop(e.name, None)
-            if e.state != "failed":
-                left[e.name] = "old" if e.state == "complete" else "new"
-            continue
-        if isinstance(e, ev.FuncEntry) and left.get(e.patch) == e.version:
-            key = -1 if e.in_irq else e.tid
-            violations.append(Violation(key, "entry", e.at, e.at, e.patch, ((e.function, e.at),), (), e.at,
-                                        rule="stale"))
-        if isinstance(e, ev.Migrated) and e.stack:
-            for patch, names in switching.items():
-                found = tuple((n, e.at) for n in e.stack if n in names)
-                if found:
-                    violations.append(Violation(e.tid, "switch", e.at, e.at, patch, found, (), e.at,
-                                                rule="on-stack"))
-            continue
-        if isinstance(e, ev.SyscallEntry):
-            close(e.tid, e.at)
-            open_units[e.tid] = _Unit("syscall", e.at)
-            kinds[e.tid] = "syscall"
-        elif isinstance(e, ev.KthreadLoop):
-            close(e.tid, e.at)
-            open_units[e.tid] = _Unit("kthread", e.at)
-        elif isinstance(e, ev.Interrupt):
-            close(-1, e.at)
-            open_units[-1] = _Unit("irq", e.at)
-        elif isinstance(e, ev.FuncEntry):
-            key = -1 if e.in_irq else e.tid
-            unit = open_units.get(key)
-            if unit is None:
-                unit = open_units[key] = _Unit("irq" if key == -1 else kinds.get(key, "kthread"), e.at)
-            unit.calls.append(e)
-        elif isinstance(e, (ev.TaskExit, ev.Oops)):
-            close(e.tid, e.at)
-    for key in list(open_units):
-        close(key, None)
-    return sorted(violations, key=lambda v: (v.first_mixed_at, v.tid))
+    def _close(self, key, end):
+        unit = self.open_units.pop(key, None)
+        if unit is not None and unit.calls:
+            self.violations += self._mixed(key, unit, end)
+
+    def feed(self, events):
+        """Read events[self.seen:] (events: the run's whole list so far)."""
+        if len(events) < self.seen:
+            raise ValueError(f"the checker has read {self.seen} events, the run has only {len(events)}")
+        open_units, violations, kinds, left = self.open_units, self.violations, self.kinds, self.left
+        close, rule = self._close, _RULES.get
+        for e in events[self.seen:]:
+            what = rule(type(e))       # one dict look-up: most events concern no rule
+            if what is None:
+                continue
+            if what == _SYSCALL:
+                close(e.tid, e.at)
+                open_units[e.tid] = _Unit("syscall", e.at)
+                kinds[e.tid] = "syscall"
+            elif what == _CALL:
+                key = -1 if e.in_irq else e.tid
+                if left and left.get(e.patch) == e.version:
+                    violations.append(Violation(key, "entry", e.at, e.at, e.patch, ((e.function, e.at),), (), e.at,
+                                                rule="stale"))
+                unit = open_units.get(key)
+                if unit is None:
+                    unit = open_units[key] = _Unit("irq" if key == -1 else kinds.get(key, "kthread"), e.at)
+                unit.calls.append(e)
+            elif what == _IRQ:
+                close(-1, e.at)
+                open_units[-1] = _Unit("irq", e.at)
+            elif what == _KLOOP:
+                close(e.tid, e.at)
+                open_units[e.tid] = _Unit("kthread", e.at)
+            elif what == _MIGRATED:
+                for patch, names in self.switching.items() if e.stack else ():
+                    found = tuple((n, e.at) for n in e.stack if n in names)
+                    if found:
+                        violations.append(Violation(e.tid, "switch", e.at, e.at, patch, found, (), e.at,
+                                                    rule="on-stack"))
+            elif what == _START:
+                self.switching = {e.patch: set(e.functions)}
+                left.pop(e.patch, None)
+            elif what == _PATCH:
+                if e.state in ("complete", "reverted", "failed"):
+                    self.switching.pop(e.name, None)
+                    if e.state != "failed":
+                        left[e.name] = "old" if e.state == "complete" else "new"
+            else:                      # a task's end closes its unit
+                close(e.tid, e.at)
+        self.seen = len(events)
+        return self
+
+    def verdict(self):
+        """Every violation in the events fed so far, the units still open
+        included (as ending at the end), by the instant they mixed."""
+        found = list(self.violations)
+        for key, unit in self.open_units.items():
+            if unit.calls:
+                found += self._mixed(key, unit, None)
+        return sorted(found, key=lambda v: (v.first_mixed_at, v.tid))
+
+
+def check(events):
+    """Every unit of work in events (a run's or a trace's) that mixed old and new code of one patch."""
+    return Checker().feed(list(events)).verdict()

@@ -9,6 +9,7 @@ only runs between the lab's writes needs no more than the cache flush.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from keystone import KS_ARCH_X86, KS_MODE_64, Ks, KsError
@@ -44,8 +45,11 @@ class FunctionCall:
     return_address: int
 
 
+@functools.lru_cache(maxsize=4096)
 def assemble(source, address):
-    """Assemble source placed at address with keystone; bytes."""
+    """Assemble source placed at address with keystone; bytes.  Cached: the
+    same text at the same address assembles alike, and an explorer places
+    the same trampolines at the same addresses in every schedule."""
     try:
         encoding, _ = _ks.asm(source, address)
     except KsError as exc:

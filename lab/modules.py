@@ -18,6 +18,7 @@ guess.
 """
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import struct
 import warnings
@@ -401,6 +402,28 @@ def check_object(data, name):
     return ObjectFile(name, c.data, c.sections, symbols, relocations)
 
 
+_CHECKED = {}          # (sha256 of the bytes, name) -> ObjectFile, most recent last
+_CHECKED_MAX = 64
+
+
+def checked_object(data, name):
+    """check_object(), then the same bytes read by lief must agree; an
+    ObjectFile or a ModuleError.  Both are pure functions of the bytes and
+    the name, so an object checked once is not checked again (an explorer
+    loads the same patch in every schedule); ObjectFiles are never changed."""
+    key = (hashlib.sha256(data).digest(), name)
+    obj = _CHECKED.pop(key, None)
+    if obj is None:
+        obj = check_object(data, name)
+        why = _lief_agrees(obj)
+        if why is not None:
+            raise ModuleError(f"{name}: the object: {why}; {REBUILD}")
+        while len(_CHECKED) >= _CHECKED_MAX:
+            del _CHECKED[next(iter(_CHECKED))]
+    _CHECKED[key] = obj
+    return obj
+
+
 def _lief_agrees(obj):
     """Parse obj's bytes with lief and compare what it reads with what
     check_object() read; a one-line reason when they differ, else None."""
@@ -517,11 +540,7 @@ class ModuleLoader:
         if path.stat().st_size > MAX_OBJECT_BYTES:
             raise ModuleError(f"{path.name}: the file: {path.stat().st_size:#x} bytes, more than the "
                               f"{MAX_OBJECT_BYTES:#x} a patch object may have; {REBUILD}")
-        obj = check_object(path.read_bytes(), path.name)
-        why = _lief_agrees(obj)
-        if why is not None:
-            raise ModuleError(f"{path.name}: the object: {why}; {REBUILD}")
-        return obj
+        return checked_object(path.read_bytes(), path.name)
 
     def load(self, path, image=None):
         """Relocate the object into the module area and return the Module.
@@ -534,10 +553,7 @@ class ModuleLoader:
             if len(image) > MAX_OBJECT_BYTES:
                 raise ModuleError(f"{path.name}: {len(image):#x} bytes, more than the {MAX_OBJECT_BYTES:#x} a "
                                   f"module may have")
-            obj = check_object(bytes(image), path.name)
-            why = _lief_agrees(obj)
-            if why is not None:
-                raise ModuleError(f"{path.name}: the object: {why}; {REBUILD}")
+            obj = checked_object(bytes(image), path.name)
         sections, symbols = obj.sections, obj.symbols
         # 1. lay out the allocated sections
         # Read-only sections (text, rodata) first, then, from a new page on,

@@ -128,6 +128,8 @@ def snapshot(system):
         raise UsageError(f"cannot snapshot the system now: {why}")
     hubs = _hubs(system)
     system.digest      # the running digest brought up to date: a restored run then hashes only its own events
+    if system.observer is not None:
+        system.violations()    # the checker likewise: a restored run checks only its own events
     machine = system.machine.snapshot()
     layers = _copy_layers(system, hubs, {name: dict(vars(obj)) for name, obj in hubs.items()})
     k = system.kernel

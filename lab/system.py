@@ -1,6 +1,7 @@
 """system - the hub: one booted kernel with its image, machine and the layers above them."""
 from __future__ import annotations
 
+from .checker import Checker
 from .ftrace import Ftrace
 from .image import Image
 from .kernel import DEFAULT_QUANTUM, Kernel
@@ -33,6 +34,7 @@ class System:
         self.boot_patches = tuple(str(p) for p in patches)
         self.recorder = None
         self.observer = None
+        self._checker = Checker()      # the verdict so far, fed as violations() is asked
         if record:
             from .trace import DEFAULT_KEYFRAME_EVERY, record as start_recording
             start_recording(self, keyframe_every or DEFAULT_KEYFRAME_EVERY)
@@ -292,11 +294,10 @@ class System:
 
     def violations(self):
         """The consistency checker's verdict on this run (needs observe=True or record=True)."""
-        from .checker import check
         if self.observer is None and self.recorder is None:
             from .errors import UsageError
             raise UsageError("the checker needs the run's calls: boot with observe=True (or record=True)")
-        return check(self.events)
+        return self._checker.feed(self.events).verdict()
 
     def report(self):
         from .report import build_report

@@ -142,3 +142,49 @@ def test_a_kernel_thread_round_that_mixed_is_reported_when_the_next_round_starts
               ev.KthreadLoop(seq=3, at=9, tid=4, where="kthread_iteration_done")]
     (v,) = check(events)
     assert (v.unit, v.start, v.end) == ("kthread", 5, 9)
+
+
+def test_the_checker_fed_in_pieces_and_across_a_snapshot_gives_the_verdict_of_one_pass():
+    """A System keeps its checker between calls and a restored system goes on
+    from the snapshot's; each verdict must be check() of the whole log."""
+    from lab import boot
+    from lab.checker import Checker
+    from lab.snapshot import snapshot
+    with boot(model="immediate", observe=True) as system:
+        system.run(900_000)
+        assert system.violations() == []
+        snap = snapshot(system)
+        verdicts = []
+        for extra in (0, 40_000):
+            snap.restore()
+            assert system.violations() == []        # nothing of the run before survives the restore
+            system.run(100_000 + extra)
+            system.apply_patch(PROTO_PAIR)
+            for _ in range(6):
+                system.run(500_000)
+                assert system.violations() == check(system.events)
+            verdicts.append(system.violations())
+        assert verdicts[0] and verdicts[1]
+        assert ("mixed", "kgr_proto_pair") in rules(verdicts[0])
+        pieces = Checker()
+        for n in range(0, len(system.events) + 997, 997):
+            pieces.feed(system.events[:n])
+        assert pieces.verdict() == check(system.events)
+
+
+def test_a_copied_checker_goes_on_alone():
+    """A snapshot holds a copy of the checker: what the run after it feeds
+    must not reach the copy, whose next restore starts from it again."""
+    import copy
+    from lab.checker import Checker
+
+    def call(seq, at, tid, version):
+        return ev.FuncEntry(seq, at, tid=tid, function=f"{version}_f", version=version, patch="p", in_irq=False)
+    base = [ev.SyscallEntry(0, 10, tid=3, nr=1), call(1, 11, 3, "old")]
+    saved = Checker().feed(base)
+    again = copy.deepcopy(saved)
+    again.feed(base + [call(2, 12, 3, "new"), ev.TaskExit(3, 13, tid=3, code=0)])
+    assert rules(again.verdict()) == [("mixed", "p")]
+    assert saved.verdict() == [] and saved.seen == 2
+    assert list(saved.open_units[3].calls) == [base[1]]
+    assert copy.deepcopy(saved).feed(base + [call(2, 12, 3, "old")]).verdict() == []
