@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import functools
+import itertools
 import mmap
 import os
 import re
@@ -30,6 +31,10 @@ PAGE = 4096
 HYPERCALL_PORT = 0xE9
 X86_EFLAGS_IF = 0x200
 _NEVER = 2**64 - 1
+# Code hook handles the lab gives out: unique in the process, never reused,
+# so a snapshot's hooks are known by them after any number of restores
+# (Unicorn's own handles change when a hook is added again).
+_HOOK_IDS = itertools.count(1)
 # Each engine reserves a translation buffer of 1 GiB of address space by
 # default; the lab's kernel needs far less.  Set before the first mem_map or
 # it is silently ignored (UNICORN.md).
@@ -316,7 +321,8 @@ class Machine:
         self.hypercalls = {}        # number -> handler(a, b, c) -> int | None
         self.syscall_entry = None   # where SYSCALL jumps (LSTAR)
         self.syscall_watch = None   # fn(number in rax) on every SYSCALL, before it is emulated
-        self._code_hooks = {}
+        self._code_hooks = {}       # handle -> (hook type, address, trampoline): what restore() re-adds
+        self._uc_hooks = {}         # handle -> Unicorn's handle of the hook installed now
         # Writes the lab makes between slices that replaying the kernel alone
         # would not redo (patching, loading modules): a trace keyframes after them.
         self.lab_writes = 0
@@ -384,6 +390,7 @@ class Machine:
         self.hypercalls = {}
         self.syscall_watch = None
         self._code_hooks = {}
+        self._uc_hooks = {}
         self._counter = None
         # the register functions hold the engine's handle: a call after uc_close must fail, not crash
         for attr in self._REGISTER_FUNCTIONS:
@@ -701,11 +708,7 @@ class Machine:
         Returns a handle for remove_code_hook()."""
         def trampoline(uc, addr, size, _):
             callback(addr)
-        handle = self._uc.hook_add(UC_HOOK_CODE, trampoline, None, address, address)
-        # a hook added after its code was translated would never fire
-        self._uc.ctl_remove_cache(address, address + 1)
-        self._code_hooks[handle] = trampoline
-        return handle
+        return self._install(UC_HOOK_CODE, address, trampoline)
 
     def add_entry_hook(self, address, callback):
         """Call callback(address) when a block starting at address runs: a
@@ -718,13 +721,22 @@ class Machine:
                 callback(addr)
             finally:
                 self._clock_bias = -1
-        handle = self._uc.hook_add(UC_HOOK_BLOCK, trampoline, None, address, address)
+        return self._install(UC_HOOK_BLOCK, address, trampoline)
+
+    def _install(self, kind, address, trampoline, handle=None):
+        """Add a code or block hook on address; its handle (a new one unless
+        given: restore() puts a snapshot's hook back under its own)."""
+        handle = next(_HOOK_IDS) if handle is None else handle
+        self._uc_hooks[handle] = self._uc.hook_add(kind, trampoline, None, address, address)
+        # a hook added after its code was translated would never fire
         self._uc.ctl_remove_cache(address, address + 1)
-        self._code_hooks[handle] = trampoline
+        self._code_hooks[handle] = (kind, address, trampoline)
         return handle
 
     def remove_code_hook(self, handle):
-        self._uc.hook_del(handle)
+        installed = self._uc_hooks.pop(handle, None)
+        if installed is not None:
+            self._uc.hook_del(installed)
         self._code_hooks.pop(handle, None)
 
     def stop(self):
@@ -928,7 +940,7 @@ class Machine:
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
-    _SNAPSHOT_KEEP = frozenset({"_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", "_touched",
+    _SNAPSHOT_KEEP = frozenset({"_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", "_touched", "_uc_hooks",
                                 *_REGISTER_FUNCTIONS, *_RAW_REGISTERS})
     _SNAPSHOT_BLOCK = 1 << 18
 
@@ -965,22 +977,23 @@ class Machine:
         RAM pages that differ are copied back, and only their translated
         blocks dropped (UNICORN.md: a store from Python is not seen by the
         translation cache): code that did not change keeps its translation,
-        which a flush of everything would make every block pay for again."""
+        which a flush of everything would make every block pay for again.
+        Code hooks added since are removed, and the snapshot's that were
+        removed since (by a restore to an earlier snapshot) are added again
+        under their handles, in the order they were first added."""
         if self.closed:
             raise MachineError("this machine was closed; boot a new system")
         if self._running:
             raise MachineError("a snapshot is restored between slices, not from inside a hook")
         state = snap["state"]
-        gone = [h for h in state["_code_hooks"] if h not in self._code_hooks]
-        if gone:
-            # checked before anything changes: a removed hook cannot be added back (its address is not kept)
-            raise MachineError(f"{len(gone)} code hook(s) of the snapshot were removed since it was taken; "
-                               "they cannot be brought back: take the snapshot again after removing them")
         # a page the host has not backed now was not backed when the snapshot
         # was taken either (nothing unbacks RAM): zero in RAM and in the copy
         self._copy_changed_pages(ctypes.addressof(snap["ram"]), self._backed_pages())
         for handle in [h for h in self._code_hooks if h not in state["_code_hooks"]]:
-            self._uc.hook_del(handle)
+            self.remove_code_hook(handle)
+        for handle, (kind, address, trampoline) in state["_code_hooks"].items():
+            if handle not in self._code_hooks:
+                self._install(kind, address, trampoline, handle)
         # protections: undo what was protected since, then redo what was lifted since
         for ranges, key in ((self.read_only_ranges, "read_only_ranges"), (self.guard_pages, "guard_pages")):
             for lo, hi in set(ranges) - set(state[key]):

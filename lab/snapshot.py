@@ -101,29 +101,37 @@ def _copy_layers(system, hubs, dicts):
         raise UsageError(f"cannot snapshot this system: {exc}") from None
 
 
-def _refusal(system):
-    """Why the system cannot be snapshotted now, or None."""
+def _refusal(system, loaded=False):
+    """Why the system cannot be snapshotted now, or None.  loaded: a module
+    may be loaded and a transition running (the explorer's snapshot right
+    after a patch's load), as long as no request waits for the next slice."""
     if system.machine.closed:
         return "the system was closed; boot a new one"
     if system.recorder is not None:
         return "the system records a trace; snapshot one booted without record=True"
     if system.kernel.panicked:
         return f"the kernel panicked ({system.kernel.panicked}); boot a new system"
-    loaded = [m.name for m in system.modules.modules if m.loaded]
-    if loaded:
-        return (f"module {', '.join(loaded)} is loaded; take the snapshot when no module is loaded "
-                "(right after boot, or before the first patch is applied)")
     lp = system.livepatch
+    if loaded:
+        if getattr(lp, "_requests", None) or getattr(lp, "_waiting", None) is not None:
+            return "the live patching core has work queued for the next slice; run on to a slice's end"
+        return None
+    names = [m.name for m in system.modules.modules if m.loaded]
+    if names:
+        return (f"module {', '.join(names)} is loaded; take the snapshot when no module is loaded "
+                "(right after boot, or before the first patch is applied)")
     if lp.busy is not None or lp.reclaim_pending or getattr(lp, "_requests", None):
         return "the live patching core is still busy; take the snapshot when no module is loaded"
     return None
 
 
-def snapshot(system):
+def snapshot(system, *, loaded=False):
     """A snapshot of system, which must be between runs with no module
     loaded (right after boot, or later before the first patch).  Raises
-    UsageError otherwise."""
-    why = _refusal(system)
+    UsageError otherwise.  loaded=True also takes one with modules loaded
+    and a transition running, right after System.apply_patch() returned:
+    the explorer's, shared by the schedules that differ only after it."""
+    why = _refusal(system, loaded)
     if why is not None:
         raise UsageError(f"cannot snapshot the system now: {why}")
     hubs = _hubs(system)

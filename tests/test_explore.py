@@ -439,3 +439,30 @@ def test_with_the_grace_period_undone_the_explorer_finds_the_stale_trampoline_ra
 def test_with_the_grace_period_the_same_schedules_are_clean():
     result = explore(_stacked_plan(), LocalRunner())
     assert result.clean, result.reproducer
+
+
+@pytest.mark.parametrize("patch, model", [(CAPABLE, "kgraft"), (SLEEPER, "klp"), (PAIR, "immediate")])
+def test_a_schedule_started_after_the_shared_load_ends_as_the_whole_run_does(patch, model):
+    """The worker shares a patch's load between schedules that differ only
+    after it (a snapshot right after apply_patch); each must end exactly as
+    when run from the patch instant: the same digest, verdict and end."""
+    plan = _plan(patch, model, schedules=40, seeds=(0,), quanta=(20_000,), patch_ats=(1_000_000,),
+                 signal_afters=(200_000,) if model != "immediate" else None)
+    probe = worker.run_one(plan, plan.bases()[0], probe=True)
+    systematic_, randomly = schedules_after(plan, [probe])
+    schedules = (systematic_ + randomly)[:30]
+    worker.forget()
+    loads = worker.stats["loads"]
+    shared = [worker.run_one(plan, s) for s in schedules]
+    assert worker.stats["loads"] > loads          # the shared load was taken...
+    entry = worker._booted(plan, schedules[0])
+    assert any(post is not None for post, _gap in entry.loads.values())
+    whole = []
+    for s in schedules:
+        start = worker._start(entry, s)
+        whole.append(run_schedule(start, s, plan.stack, plan.model, plan.limit, tail=plan.tail))
+    for a, b in zip(shared, whole):
+        assert a.to_dict() == b.to_dict(), a.schedule
+    if model == "immediate":
+        assert any(o.violations for o in whole)
+    worker.forget()

@@ -198,8 +198,10 @@ class _Probe:
             hooks.remove(self._after_slice)
 
 
-def check_system(system, schedule, model):
-    """Refuse a system that cannot run schedule under model as it is."""
+def check_system(system, schedule, model, preloaded=False):
+    """Refuse a system that cannot run schedule under model as it is.
+    preloaded: the system was snapshotted right after the schedule's patch
+    was loaded at its instant (the worker's shared run up to there)."""
     k = system.kernel
     if system.observer is None and system.recorder is None:
         raise UsageError("a schedule's verdict needs the checker: boot with observe=True")
@@ -209,7 +211,7 @@ def check_system(system, schedule, model):
                          f"{schedule.quantum:,}, model {model}")
     if schedule.signal_after is not None and model not in SIGNALLING_MODELS:
         raise UsageError(f"a fake signal interval has no effect with model {model}, which never sends it")
-    if system.clock > schedule.patch_at:
+    if system.clock > schedule.patch_at and not preloaded:
         raise UsageError(f"the patch instant {schedule.patch_at:,} comes before the system's clock "
                          f"({system.clock:,}); boot ends later than that, so give a later instant")
     early = [p for p in schedule.preemptions if p <= system.clock]
@@ -218,7 +220,7 @@ def check_system(system, schedule, model):
 
 
 def run_schedule(target, schedule, patch, model="kgraft", limit=DEFAULT_LIMIT, *, tail=DEFAULT_TAIL,
-                 probe=False, workload="default", params=None, image=None):
+                 probe=False, workload="default", params=None, image=None, preloaded=False):
     """Run one schedule and return its Outcome.
 
     target: a Snapshot (restored first), a booted System that has not run
@@ -226,7 +228,10 @@ def run_schedule(target, schedule, patch, model="kgraft", limit=DEFAULT_LIMIT, *
     booted for the run and closed after it).  The run: forced preemptions
     set, the kernel run to patch_at, the patch applied, the kernel run until
     the transition is over (at most limit instructions after patch_at), then
-    tail instructions more.  probe=True also records the interesting
+    tail instructions more.  preloaded: target is a Snapshot taken right
+    after this schedule's (single) patch was applied at its instant, with
+    the schedule's fake signal interval and no forced preemption before it
+    (the run from there is the one the whole schedule makes).  probe=True also records the interesting
     instants of the run (Outcome.instants): on a snapshot (or None) the run
     is made twice, the second time watching the patched functions' pads
     from the start; on a System they are watched from the transition on."""
@@ -248,8 +253,10 @@ def run_schedule(target, schedule, patch, model="kgraft", limit=DEFAULT_LIMIT, *
                                 probe=probe)
     else:
         raise UsageError(f"run_schedule runs on a Snapshot, a System or None, not {type(target).__name__}")
-    check_system(system, schedule, model)
-    return _run(system, schedule, patch, limit, tail, () if probe else None)
+    if preloaded and (probe or len(patches_of(patch)) != 1 or not isinstance(target, Snapshot)):
+        raise UsageError("a preloaded run starts from a snapshot taken after its one patch's load, without a probe")
+    check_system(system, schedule, model, preloaded)
+    return _run(system, schedule, patch, limit, tail, () if probe else None, preloaded)
 
 
 def _probe(snap, schedule, patch, limit, tail):
@@ -272,18 +279,19 @@ def _probe(snap, schedule, patch, limit, tail):
     return again
 
 
-def _run(system, schedule, patch, limit, tail, probe):
-    """probe: None, or the pads to watch from the start ((address, name) pairs)."""
+def _run(system, schedule, patch, limit, tail, probe, preloaded=False):
+    """probe: None, or the pads to watch from the start ((address, name) pairs).
+    preloaded: the patch was applied before the snapshot the run starts at."""
     k, lp = system.kernel, system.livepatch
     lp.signal_after = schedule.signal_after       # read only while a transition runs: as if given at boot
     start = system.clock
     if schedule.preemptions:
         k.preempt_at(list(schedule.preemptions))
     watch = _Probe(system, probe) if probe is not None else None
-    before = len(lp.patches)
+    before = len(lp.patches) - (1 if preloaded else 0)
     refused = panic = None
     try:
-        steps(system, schedule, patch, limit, tail)
+        steps(system, schedule, patch, limit, tail, preloaded)
     except _Refused as exc:
         refused = str(exc)
     except KernelPanic as exc:
@@ -315,13 +323,14 @@ def patches_of(patch):
     return (patch,) if isinstance(patch, (str, bytes)) or not hasattr(patch, "__iter__") else tuple(patch)
 
 
-def steps(system, schedule, patch, limit, tail):
+def steps(system, schedule, patch, limit, tail, preloaded=False):
     """The run itself, split exactly as `lab run` splits it (a run() that
     ends mid-slice lets the slice hooks act there, so where the pieces end
     matters): to patch_at, the load, then on; the stop at completion falls
     between two slices, where stopping changes nothing.  A stack of patches
     is loaded in turn, each as soon as the one before has completed, as
-    `lab run --patch A --patch B` loads them."""
+    `lab run --patch A --patch B` loads them.  preloaded: the first patch was
+    applied already (at patch_at: the system is where apply_patch() left it)."""
     if system.clock < schedule.patch_at:
         system.run(schedule.patch_at - system.clock)
     end = schedule.patch_at + limit
@@ -331,6 +340,8 @@ def steps(system, schedule, patch, limit, tail):
             if system.clock >= end or system.transition is not None:
                 raise _Refused(f"{path} was not loaded: the patch before it had not completed at "
                                f"{system.clock:,}")
+        if preloaded and not i:
+            continue
         try:
             system.apply_patch(path)
         except LivepatchError as exc:

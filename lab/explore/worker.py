@@ -6,7 +6,11 @@ and keeps it (at most MAX_SYSTEMS, the least recently used closed first).
 Schedules whose forced preemptions all come after the patch instant share
 the run up to that instant too: a second snapshot is taken there, before the
 patch is loaded, once per patch instant (at most MAX_PREFIXES per system),
-so such a schedule only runs from its load on.  The cache is this module's:
+so such a schedule only runs from its load on.  And those whose forced
+preemptions all come after the load has returned share the load too: a
+third snapshot is taken right after apply_patch() (one per patch and
+instant), so such a schedule runs only its transition.
+The cache is this module's:
 one per process, whoever calls run_batch() (a Dask worker, or the process
 that explores with --workers 0).
 """
@@ -21,7 +25,7 @@ MAX_SYSTEMS = 6
 MAX_PREFIXES = 4
 
 _SYSTEMS = OrderedDict()       # boot key -> _Booted
-stats = {"boots": 0, "prefixes": 0, "schedules": 0}   # what this process did, for tests and benchmarks
+stats = {"boots": 0, "prefixes": 0, "loads": 0, "schedules": 0}   # what this process did, for tests and benchmarks
 
 
 class _Booted:
@@ -29,6 +33,7 @@ class _Booted:
         self.system = system
         self.boot = snapshot(system)
         self.prefixes = OrderedDict()    # patch instant -> Snapshot taken there
+        self.loads = OrderedDict()       # (patch, instant) -> (Snapshot after the load or None, gap)
 
 
 def _booted(plan, schedule):
@@ -67,12 +72,53 @@ def _start(entry, schedule):
     return snap
 
 
+def _loaded(entry, snap, schedule, patch):
+    """The snapshot right after patch was applied at the schedule's instant,
+    if the schedule may start there, else None.  It may when no forced
+    preemption comes up to it and its fake signal interval could not have
+    sent a signal during the load: the interval is read only at a slice's
+    end while a transition runs (Livepatch._after_slice), and the load
+    ended `gap` instructions after its transition started.  A load that is
+    refused or panics is remembered as None: such schedules run whole."""
+    from ..errors import LabError
+    key = (patch, schedule.patch_at)
+    if key in entry.loads:
+        entry.loads.move_to_end(key)
+        post, gap = entry.loads[key]
+    else:
+        snap.restore()
+        system = entry.system
+        lp = system.livepatch
+        lp.signal_after = None
+        post, gap = None, 0
+        try:
+            system.apply_patch(patch)
+            post = snapshot(system, loaded=True)
+            t = lp.transition
+            gap = post.at - t.started_at if t is not None else 0
+        except LabError:
+            pass
+        entry.loads[key] = (post, gap)
+        stats["loads"] += 1
+        while len(entry.loads) > MAX_PREFIXES:
+            entry.loads.popitem(last=False)
+    if post is None or any(p <= post.at for p in schedule.preemptions):
+        return None
+    if schedule.signal_after is not None and schedule.signal_after <= gap:
+        return None
+    return post
+
+
 def run_one(plan, schedule, probe=False):
     """Run one schedule of plan on this process's cached system; its Outcome."""
     entry = _booted(plan, schedule)
     stats["schedules"] += 1
-    return run_schedule(_start(entry, schedule), schedule, plan.stack, plan.model, plan.limit, tail=plan.tail,
-                        probe=probe)
+    snap = _start(entry, schedule)
+    if not probe and isinstance(plan.stack, str) and snap is not entry.boot:
+        post = _loaded(entry, snap, schedule, plan.stack)
+        if post is not None:
+            return run_schedule(post, schedule, plan.stack, plan.model, plan.limit, tail=plan.tail, preloaded=True)
+    return run_schedule(snap, schedule, plan.stack, plan.model, plan.limit, tail=plan.tail, probe=probe)
 
 
 def run_batch(plan, schedules, probe=False):
