@@ -473,6 +473,9 @@ class ModuleSymbol:
     kind: str
     local: bool
 
+    def __deepcopy__(self, memo):
+        return self         # frozen, and every field immutable: a snapshot shares it
+
 
 @dataclass
 class Module:
@@ -490,6 +493,15 @@ class Module:
     modinfo: dict = field(default_factory=dict)   # .modinfo: tag -> value (livepatch=Y, license, ...)
     this_module: int | None = None                # its struct module (modpost's __this_module), if any
     params: dict = field(default_factory=dict)    # module_param(): name -> (address, size, signed)
+
+    def __deepcopy__(self, memo):
+        """A snapshot's copy: every field holds immutable values (ints,
+        strings, a path, tuples, frozen ModuleSymbols) or a dict of them,
+        so copying the dicts is copying it all."""
+        new = Module.__new__(Module)
+        memo[id(self)] = new
+        new.__dict__.update({k: dict(v) if type(v) is dict else v for k, v in self.__dict__.items()})
+        return new
 
     @property
     def is_livepatch(self):

@@ -215,3 +215,26 @@ def test_the_console_of_a_restored_run_starts_from_the_snapshots():
         assert len(system.kernel.log.of(Console)) > lines
         snap.restore()
         assert len(system.kernel.log.of(Console)) == lines
+
+
+def test_a_snapshot_with_a_module_loaded_brings_the_module_back_as_it_was():
+    """snapshot(loaded=True), the explorer's after a load: what the run
+    after it does to the module (rmmod) must not reach the snapshot."""
+    mod = PATCHES / "test_modules" / "test_klp_callbacks_mod.o"
+    with lab.boot(observe=True) as system:
+        system.run(600_000)
+        system.insmod(mod)
+        snap = snapshot(system, loaded=True)
+        ends = []
+        for _ in range(2):
+            snap.restore()
+            module = next(m for m in system.modules.modules if m.name == "test_klp_callbacks_mod")
+            assert module.loaded
+            system.rmmod("test_klp_callbacks_mod")
+            assert not module.loaded
+            system.run(200_000)
+            ends.append((system.clock, system.digest, bytes(system.machine.ram)))
+        assert ends[0] == ends[1]
+        system.insmod(mod)
+        with pytest.raises(UsageError, match="is loaded"):
+            snapshot(system)          # without loaded=True: refused, as before

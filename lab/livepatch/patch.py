@@ -37,6 +37,9 @@ class PatchFunc:
     new_name: str
     new_addr: int
 
+    def __deepcopy__(self, memo):
+        return self         # frozen, and every field immutable: a snapshot shares it
+
 
 @dataclass(frozen=True)
 class PatchDescription:
@@ -48,6 +51,9 @@ class PatchDescription:
     skipped: tuple = ()          # names not found, without abort_if_missing
     klp: bool = False            # a struct klp_patch (upstream's API), not a struct kgr_patch
     objects: tuple = ()          # klp: the objects' names, "vmlinux" for the kernel
+
+    def __deepcopy__(self, memo):
+        return self         # frozen, and every field immutable: a snapshot shares it
 
 
 @dataclass

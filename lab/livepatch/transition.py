@@ -53,6 +53,9 @@ class Migration:
     by: str
     universe: int
 
+    def __deepcopy__(self, memo):
+        return self         # frozen, and every field immutable: a snapshot shares it
+
 
 class Transition:
     """One patching or unpatching transition.
