@@ -166,12 +166,12 @@ class EventLog:
         self.events = []
         self._hash = hashlib.sha256()
         self._hashed = 0
-        self._listeners = []
+        self._listeners = {}        # event class -> [fn]: each is called only with the kinds it asked for
 
     def add(self, cls, at, **fields):
         ev = cls(seq=len(self.events), at=at, **fields)
         self.events.append(ev)
-        for fn in self._listeners:
+        for fn in self._listeners.get(cls, ()):
             fn(ev)
         return ev
 
@@ -180,9 +180,12 @@ class EventLog:
         (poster(cls) is the same in one call, for the hottest paths)."""
         return poster(cls)(self, at, *values)
 
-    def subscribe(self, fn):
-        """Call fn(event) for every event added from now on."""
-        self._listeners.append(fn)
+    def subscribe(self, fn, *classes):
+        """Call fn(event) for every event of these classes (default: of
+        every class) added from now on.  A listener of a few kinds costs the
+        hot paths (ticks, switches, system calls) nothing."""
+        for cls in classes or tuple(EVENT_TYPES.values()):
+            self._listeners.setdefault(cls, []).append(fn)
 
     @property
     def digest(self):
@@ -316,7 +319,7 @@ def poster(cls):
              f"    _events = _log.events\n"
              f"    _e = _new(_cls)\n{body}"
              f"    _events.append(_e)\n"
-             f"    for _fn in _log._listeners:\n"
+             f"    for _fn in _log._listeners.get(_cls, ()):\n"
              f"        _fn(_e)\n"
              f"    return _e\n", scope)
         post = _POSTERS[cls] = scope["post"]

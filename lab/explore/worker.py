@@ -3,26 +3,29 @@
 A worker boots a system once for each (image, workload, parameters, seed,
 quantum, model) it is given schedules of, snapshots it right after boot,
 and keeps it (at most MAX_SYSTEMS, the least recently used closed first).
-Schedules whose forced preemptions all come after the patch instant share
-the run up to that instant too: a second snapshot is taken there, before the
-patch is loaded, once per patch instant (at most MAX_PREFIXES per system),
-so such a schedule only runs from its load on.  And those whose forced
-preemptions all come after the load has returned share the load too: a
-third snapshot is taken right after apply_patch() (one per patch and
-instant), so such a schedule runs only its transition.
-The cache is this module's:
-one per process, whoever calls run_batch() (a Dask worker, or the process
-that explores with --workers 0).
+Schedules that make the same run for a while share it, from the second
+schedule that wants it on (a random sample's instants are seldom met
+twice, and a snapshot nobody restores only costs):
+
+- those with no forced preemption up to the patch instant share the run to
+  it: a snapshot there, before the load (at most MAX_PREFIXES a system);
+- those with none up to the end of the load share the load too: a snapshot
+  right after apply_patch() (one per patch and instant), so they run only
+  their transition.
+
+The cache is this module's: one per process, whoever calls run_batch() (a
+Dask worker, or the process that explores with --workers 0).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from ..snapshot import snapshot
 from .schedule import run_schedule
 
 MAX_SYSTEMS = 6
 MAX_PREFIXES = 4
+_ASKED_MAX = 10_000
 
 _SYSTEMS = OrderedDict()       # boot key -> _Booted
 stats = {"boots": 0, "prefixes": 0, "loads": 0, "schedules": 0}   # what this process did, for tests and benchmarks
@@ -34,6 +37,17 @@ class _Booted:
         self.boot = snapshot(system)
         self.prefixes = OrderedDict()    # patch instant -> Snapshot taken there
         self.loads = OrderedDict()       # (patch, instant) -> (Snapshot after the load or None, gap)
+        self.asked = Counter()           # how many schedules wanted each prefix so far
+
+
+def _wanted(entry, key):
+    """Whether a prefix snapshot is worth taking: from the second schedule
+    that wants it on (a random sample's instant is rarely met twice, and a
+    snapshot nobody restores again only costs)."""
+    entry.asked[key] += 1
+    if len(entry.asked) > _ASKED_MAX:
+        entry.asked = Counter({key: entry.asked[key]})
+    return entry.asked[key] >= 2
 
 
 def _booted(plan, schedule):
@@ -63,6 +77,8 @@ def _start(entry, schedule):
     if snap is not None:
         entry.prefixes.move_to_end(at)
         return snap
+    if not _wanted(entry, at):
+        return entry.boot
     entry.boot.restore()
     entry.system.run(at - entry.system.clock)      # no preemption, no patch: the run every such schedule makes
     snap = entry.prefixes[at] = snapshot(entry.system)
@@ -85,6 +101,8 @@ def _loaded(entry, snap, schedule, patch):
     if key in entry.loads:
         entry.loads.move_to_end(key)
         post, gap = entry.loads[key]
+    elif not _wanted(entry, key):
+        return None
     else:
         snap.restore()
         system = entry.system

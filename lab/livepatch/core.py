@@ -72,7 +72,7 @@ class Livepatch(Models, Reclaim, Admin):
         kernel.on_hypercall("KGR_SAFE", self._hc_safe)
         kernel.on_hypercall("MODULE_DONE", self._hc_module_done)
         kernel.on_hypercall("MODULE_START", self._hc_module_start)
-        kernel.log.subscribe(self._on_event)
+        kernel.log.subscribe(self._on_event, ev.TaskExit, ev.Oops)
         self._to_free = []       # modules unloaded once nothing can reach their text
         self._waiting = None     # a transition waiting for the grace period (_begin)
         self._last_reclaim = -RECLAIM_INTERVAL
