@@ -639,7 +639,8 @@ def _read_trace(path):
 
 def _parse_json(path, member, data):
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                          parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise _damaged(path, f"{member} is not valid JSON ({_one_line(exc)})") from None
 
@@ -653,6 +654,15 @@ def _unique_keys(pairs):
 
 def _no_constant(name):
     raise ValueError(f"{name} is not a number a trace holds")
+
+
+def _finite_float(text):
+    """A float as a trace writes it: 1e999 parses as infinity, which no
+    trace holds (its header hash is taken with allow_nan=False)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a number a trace holds")
+    return value
 
 
 def _one_line(exc):

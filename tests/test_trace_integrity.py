@@ -167,6 +167,14 @@ def test_a_header_value_changed_without_its_hash_is_refused(original, tmp_path):
     refused(bad, r"header\.json does not match its own sha256")
 
 
+def test_a_header_number_beyond_a_floats_range_is_refused_as_invalid_json(original, tmp_path):
+    def huge(name, data):
+        assert name != "header.json" or b'"quantum":20000,' in data
+        return data.replace(b'"quantum":20000,', b'"quantum":1e999,') if name == "header.json" else data
+    refused(rezip(original, tmp_path / "huge.trace", huge),
+            r"header\.json is not valid JSON \(1e999 is not a number a trace holds\)")
+
+
 def test_a_header_whose_digest_is_not_its_events_digest_is_refused(original, tmp_path):
     bad = rewrite(original, tmp_path / "digest.trace", header=lambda h: h.update(digest="0" * 64))
     refused(bad, r"the events' digest is not the header's digest")
