@@ -13,7 +13,7 @@ from lab.viewer import Inspector
 from lab.viewer.frames import INTERRUPTED, USER
 from lab.viewer.search import ADDRESS, EVENT, FUNCTION, UNIVERSE, parse_breakpoint, universe_changes
 from lab.viewer.stepper import KEYS, help_line, layout
-from lab.viewer.views import BacktraceView, EventView, MemoryView, SourceView
+from lab.viewer.views import BacktraceView, EventView, MemoryView, SourceView, TaskView
 from trace_helpers import recorded
 
 
@@ -236,3 +236,25 @@ def test_the_panes_share_the_terminal_and_the_task_table_holds_every_task(size):
         assert heights["row1"] + heights["row2"] + 7 <= size[1] - 3     # and some source below them
     else:
         assert heights["tasks"] >= 9 + 5 and heights["registers"] >= 9 + 3
+
+
+@pytest.mark.parametrize("size", [(120, 40), (160, 50)])
+def test_a_long_task_list_leaves_the_code_and_source_rows_on_the_screen(size):
+    _wide, heights = layout(*size, tasks=68)            # nr_hammer=64 and the four other tasks
+    assert heights["row1"] >= (12 if size[0] < 150 else 9) and heights["row3"] >= 7
+    assert heights["row1"] + heights["row2"] + heights["row3"] <= size[1] - 3
+
+
+def test_a_task_pane_too_short_for_every_task_shows_those_around_the_followed_one_and_says_which(inspector):
+    state = inspector.state(first(inspector.trace, "call").at)
+    tids = [t.tid for t in state.tasks]
+    current = next(t.tid for t in state.tasks if t.current)
+    for follow in (None, tids[0], tids[-1]):
+        view = TaskView(state, follow, index=inspector.index, height=8)
+        text = render(view, 120)
+        shown = sorted(view.lanes[2].values())
+        assert 0 < len(shown) < len(tids) and shown == tids[tids.index(shown[0]):tids.index(shown[0]) + len(shown)]
+        assert (follow if follow is not None else current) in shown
+        assert f"tasks {shown[0]}-{shown[-1]} of {len(tids)}" in text
+    whole = TaskView(state, index=inspector.index, height=len(tids) + 5)
+    assert "of " not in render(whole, 120).splitlines()[0] and sorted(whole.lanes[2].values()) == tids

@@ -89,9 +89,13 @@ def layout(width, height, tasks):
     columns = max(1, min(3, (width // 2 if width >= WIDE else width) - 4) // 26)
     regs_h = math.ceil(len(GPRS) / columns) + 3 + 4
     if width >= WIDE:
-        rest = max(body - tasks_h, 0)
         # the registers need their 9 rows of two columns, or 6 of three, and the panel's three lines
-        code_h = max(12 if width < REGISTERS_3 else 9, min(15, rest // 2))
+        code_min = 12 if width < REGISTERS_3 else 9
+        # a long task list gives way (TaskView shows the rows around the followed task), so that the
+        # code and source rows keep their least heights on the screen
+        tasks_h = min(tasks_h, max(body - code_min - 7, 8))
+        rest = max(body - tasks_h, 0)
+        code_h = max(code_min, min(15, rest // 2))
         lower_h = max(7, min(12, rest - code_h))
         return True, {"row1": code_h, "row2": tasks_h, "row3": lower_h, "row4": 10}
     return False, {"code": max(8, min(15, body)), "registers": regs_h, "tasks": tasks_h, "events": 14,
@@ -240,7 +244,7 @@ class Stepper(App):
                 yield StatePane(lambda s, f, size: RegisterView(s, columns=_reg_columns(size.width), notes=True),
                                 id="registers")
             with Horizontal(classes="row", id="row2"):
-                yield StatePane(lambda s, f, size: TaskView(s, f, index=ix), id="tasks")
+                yield StatePane(lambda s, f, size: TaskView(s, f, index=ix, height=size.height), id="tasks")
                 yield StatePane(lambda s, f, size: EventView(s, height=size.height), id="events")
             with Horizontal(classes="row", id="row3"):
                 yield StatePane(lambda s, f, size: SourceView(s, sources, height=size.height), id="source")

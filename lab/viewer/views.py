@@ -166,13 +166,28 @@ class RegisterView(JupyterMixin):
 class TaskView(JupyterMixin):
     """The task list at the step: state, universe (old / new w.r.t. the latest transition), the one on the CPU.
     Given the trace's index, each task also gets a lane: its universe and CPU state over the whole run
-    (the Timeline in a line), the step marked, as Tenet's and qira's timelines show where you are."""
+    (the Timeline in a line), the step marked, as Tenet's and qira's timelines show where you are.
+    Given a height, the rows that fit around the followed task (else the one on the CPU), the title
+    saying which of how many."""
 
-    def __init__(self, state, follow=None, index=None):
+    def __init__(self, state, follow=None, index=None, height=None):
         self.state = state
         self.follow = follow
         self.index = index
+        self.height = height     # lines the panel may take, None: every task
         self.lanes = None        # after rendering with lanes: (first column, width, {line: tid}, start, end) for a click
+
+    def _shown(self, s):
+        """(the tasks drawn, the panel's title)."""
+        if self.height is None:
+            return s.tasks, "tasks"
+        # besides the border: the header line, the universe line, the pads line if any
+        extra = 2 + (1 if s.pads else 0)
+        centre = self.follow if any(t.tid == self.follow for t in s.tasks) else None
+        tasks = _around(s.tasks, lambda t: t.tid == centre if centre is not None else t.current, self.height - extra)
+        if len(tasks) == len(s.tasks):
+            return tasks, "tasks"
+        return tasks, f"tasks {tasks[0].tid}-{tasks[-1].tid} of {len(s.tasks)}"
 
     def __rich_console__(self, console, options):
         if self.index is None:
@@ -183,6 +198,7 @@ class TaskView(JupyterMixin):
     def _with_lanes(self, width):
         from .timeline import _dominant, short_count
         s, ix = self.state, self.index
+        tasks, title = self._shown(s)
         name_w = max([len(t.name) for t in s.tasks] + [4])
         fixed = 1 + 1 + 3 + 1 + name_w + 1 + 7 + 1 + 8 + 1 + 8 + 1       # mark tid name kind state universe
         lane_w = width - 4 - fixed
@@ -200,7 +216,7 @@ class TaskView(JupyterMixin):
         lines = [Text.assemble((f"  tid {'name':<{name_w}} {'kind':<7} {'state':<8} {'universe':<8} ", "bold"),
                                (ends if len(ends) == lane_w else "", "dim"))]
         rows = {}
-        for task in s.tasks:
+        for task in tasks:
             line = Text.assemble(("▶" if task.current else " ", "bold green"), f" {task.tid:>3} ",
                                  (task.name.ljust(name_w), "underline" if task.tid == self.follow else ""),
                                  f" {task.kind:<7} ", (f"{task.state:<8}", _STATE_STYLE.get(task.state, "")), " ",
@@ -234,14 +250,15 @@ class TaskView(JupyterMixin):
             line.overflow = "ellipsis"
         # the panel's border and padding put the content at column 2, line 1
         self.lanes = (2 + fixed, lane_w, {y + 1: tid for y, tid in rows.items()}, lo, hi)
-        return Panel(Group(*lines), title="tasks", title_align="left")
+        return Panel(Group(*lines), title=title, title_align="left")
 
     def _table(self):
         s = self.state
+        tasks, title = self._shown(s)
         t = Table(box=None, pad_edge=False, header_style="bold")
         for col in ("", "tid", "name", "kind", "state", "universe"):
             t.add_column(col, justify="right" if col == "tid" else "left", no_wrap=True)
-        for task in s.tasks:
+        for task in tasks:
             mark = Text("▶", style="bold green") if task.current else Text("")
             name = Text(task.name, style="underline" if task.tid == self.follow else "")
             t.add_row(mark, str(task.tid), name, Text(task.kind), Text(task.state, style=_STATE_STYLE.get(task.state, "")),
@@ -252,7 +269,7 @@ class TaskView(JupyterMixin):
         parts = [t, Text(where, style="dim")]
         if pads:
             parts.append(Text("pads  " + pads, style="yellow"))
-        return Panel(Group(*parts), title="tasks", title_align="left")
+        return Panel(Group(*parts), title=title, title_align="left")
 
 
 class EventView(JupyterMixin):
