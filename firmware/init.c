@@ -17,6 +17,7 @@ void start_kmodloader(void);
 void start_klp_worker(void);
 void do_boot_modules(void);
 void setup_writeback(void);
+void sched_init(void);
 
 /* The value of key=value on the command line, or NULL. */
 const char *cmdline_get(const char *key)
@@ -124,7 +125,6 @@ static void idle_task_init(void)
 {
 	struct task_struct *idle = &tasks[0];
 	extern unsigned long task_stacks[NR_TASKS][KSTACK_SLOT / 8];
-	extern int nr_tasks;
 
 	memset(idle, 0, sizeof(*idle));
 	idle->tid = 0;
@@ -140,6 +140,7 @@ void start_kernel(void)
 	const char *name;
 	int i;
 
+	sched_init();
 	idle_task_init();
 	strscpy(saved_command_line, boot_command_line, sizeof(saved_command_line));
 	printk(KERN_INFO "Lab kernel booting\n");
@@ -159,7 +160,7 @@ void start_kernel(void)
 	start_kmodloader();
 	if (klp_mode == KLP_MODE_UPSTREAM)
 		start_klp_worker();
-	{ extern int nr_tasks; printk(KERN_INFO "workload %s: %d tasks\n", workloads[i].name, nr_tasks); }
+	printk(KERN_INFO "workload %s: %d tasks\n", workloads[i].name, nr_tasks);
 	system_state = SYSTEM_RUNNING;
 	hypercall0(HC_BOOTED);
 	cpu_idle();

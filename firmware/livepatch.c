@@ -816,7 +816,7 @@ static void klp_send_signals(void)
 
 	if (klp_signals_cnt == SIGNALS_TIMEOUT)
 		pr_notice("signaling remaining tasks\n");
-	for (i = 0; i < NR_TASKS; i++) {
+	for (i = 0; i < nr_tasks; i++) {
 		struct task_struct *p = &tasks[i];
 
 		if (p->state == TASK_UNUSED || p->state == TASK_DEAD || p->flags & PF_IDLE ||
@@ -838,7 +838,7 @@ static void klp_try_complete_transition(void)
 		klp_seen_generation = klp_work_generation;
 		klp_signals_cnt = 0;
 	}
-	for (i = 0; i < NR_TASKS; i++) {
+	for (i = 0; i < nr_tasks; i++) {	/* for_each_process_thread() */
 		struct task_struct *p = &tasks[i];
 
 		if (p->state == TASK_UNUSED || p->state == TASK_DEAD)

@@ -12,9 +12,10 @@
 struct task_struct tasks[NR_TASKS];
 struct task_struct *current_task = &tasks[0];
 unsigned long task_stacks[NR_TASKS][KSTACK_SLOT / 8] __attribute__((aligned(4096)));
-/* The order schedule() walks the tasks in; the lab may rewrite it before the
- * first task runs (the schedule seed).  Holds task ids. */
-int sched_order[NR_TASKS] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
+/* The order schedule() walks the tasks in: slot order from sched_init(); the
+ * lab may rewrite it before the first task runs (the schedule seed).  Holds
+ * task ids. */
+int sched_order[NR_TASKS];
 int need_resched;
 int nr_tasks;
 int system_state;	/* SYSTEM_BOOTING until start_kernel() is done */
@@ -25,6 +26,16 @@ static struct cred root_cred = { .uid = 0, .cap_effective = ~0UL };
 
 void __switch_to_asm(struct task_struct *prev, struct task_struct *next);
 void ret_from_fork(void);
+
+/* The first step of start_kernel(), as Linux's sched_init(): the run queue
+ * before any task exists, here the order schedule() walks the slots in. */
+void __init sched_init(void)
+{
+	int i;
+
+	for (i = 0; i < NR_TASKS; i++)
+		sched_order[i] = i;
+}
 
 struct task_struct *find_task(int tid)
 {

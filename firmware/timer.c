@@ -42,7 +42,7 @@ static void expire_sleepers(void)
 {
 	int i;
 
-	for (i = 0; i < NR_TASKS; i++) {
+	for (i = 0; i < nr_tasks; i++) {	/* the slots above were never used */
 		struct task_struct *p = &tasks[i];
 		if (p->state == TASK_INTERRUPTIBLE && p->wakeup_at && jiffies >= p->wakeup_at)
 			wake_up_process(p);

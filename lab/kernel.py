@@ -39,9 +39,16 @@ def _stall_offset(k):
 # cannot be recovered.  The lab follows that rule.
 _LOCKUP_QUANTA = 50
 # Linux 6.2's kernel.oops_limit (default 10,000) panics a kernel that oopses
-# too often.  The lab has 16 task slots, so far fewer oopses already mean
-# that something kills every task it creates; its limit is lower.
+# too often.  The lab has 72 task slots (NR_TASKS), so far fewer oopses
+# already mean that something kills every task it creates; its limit is lower.
 OOPS_LIMIT = 100
+# Kernel stack guard pages are set a group of task slots at a time, when a
+# slot of the group is first used (Kernel._guard_slot).  Every workload boots
+# within the first group, so a snapshot taken after boot already holds the
+# guard of the slot the next fork takes (insmod's, at a patch load), and
+# restoring it changes no memory region: each change costs a guard's mem_protect
+# and the next slice's refilled TLB, about half a millisecond.
+_GUARD_GROUP = 16
 _SCHEDULER_FUNCS = {"schedule", "__switch_to_asm", "preempt_schedule_irq", "schedule_timeout"}
 # the events of the hottest paths, each posted in one call (events.poster)
 _POST_SWITCH = ev.poster(ev.ContextSwitch)
@@ -316,11 +323,28 @@ class Kernel:
         self._next_tick = self.quantum
 
     def _guard_stacks(self):
-        """A guard page below every kernel stack slot (KSTACK_GUARD in
-        kernel.h): the CPU faults on it, the lab reports the overflow."""
-        base, c = self.image.address("task_stacks"), self.c
-        for slot in range(c["NR_TASKS_MAX"]):
-            self.machine.guard(base + slot * c["KSTACK_SLOT_BYTES"], c["KSTACK_GUARD_BYTES"])
+        """A guard page below the kernel stack of every slot in use
+        (KSTACK_GUARD in kernel.h): the CPU faults on it, the lab reports the
+        overflow.  The first group's now (the idle task's among them), every
+        other group's when a task is first created in it, before that task
+        runs (_hc_task_new), as Linux sets up a vmap stack and its guard at
+        fork: each guard is a Unicorn region of its own, and one for each of
+        the NR_TASKS slots would make every boot about three times slower, for
+        slots that most workloads never use."""
+        self._guard_slot(0)
+
+    def _guard_slot(self, tid):
+        """Guard the kernel stacks of tid's group of slots (_GUARD_GROUP)."""
+        c = self.c
+        base, step = self.image.address("task_stacks"), c["KSTACK_SLOT_BYTES"]
+        # asked of the machine, not remembered here: restoring a snapshot lifts
+        # the guards set since it was taken
+        if self.machine.in_guard_page(base + tid * step):
+            return
+        first = tid - tid % _GUARD_GROUP
+        for slot in range(first, min(first + _GUARD_GROUP, self._nr_tasks_max)):
+            if not self.machine.in_guard_page(base + slot * step):
+                self.machine.guard(base + slot * step, c["KSTACK_GUARD_BYTES"])
 
     def _register(self):
         img, m = self.image, self.machine
@@ -443,6 +467,10 @@ class Kernel:
 
     def _hc_task_new(self, tid, *_):
         self._valid_tid(tid, "a new task")
+        # the guard is in place before the task first runs: set inside the
+        # hypercall, not after the slice (the new task may run in this one);
+        # Unicorn applies a protection changed in a hook to the next access
+        self._guard_slot(tid)
         # a slot is (re)used: what the lab remembered of its dead task is gone
         self.oopsed.discard(tid)
         self.log.add(ev.TaskNew, self.machine.clock, tid=tid)

@@ -211,6 +211,22 @@ def test_the_hammer_workload_starts_nr_hammer_tasks_that_all_make_progress(image
     assert all(t.syscalls > b for t, b in zip(hammers, before))
 
 
+def test_64_hammer_tasks_all_make_progress_and_the_tasks_after_them_still_get_their_files(image):
+    """NR_TASKS is 72: 64 hammers, pipe-reader, kfreezerd, kmodloader and the
+    idle task fit, each with its own kernel and user stack; pipe-reader, made
+    after the hammers, still finds free files for its pipe and sleeps on it."""
+    system = lab.boot(image, workload="hammer", params={"nr_hammer": 64})
+    system.run(1_000_000)
+    hammers = [t for t in system.tasks if t.name == "hammer"]
+    assert len(hammers) == 64 and len(system.tasks) == 68
+    before = [t.syscalls for t in hammers]
+    system.run(3_000_000)        # two rounds of the 64 hammers, a quantum each
+    assert all(t.syscalls > b for t, b in zip(hammers, before))
+    reader = system.task(READER)
+    assert reader.state == TaskState.SLEEPING and reader.sleeps_in() == "pipe_wait_readable"
+    assert not system.report()["oopses"]
+
+
 def test_an_unknown_workload_is_refused_naming_the_choices(image):
     with pytest.raises(lab.LabError, match="'nope'.*default, unannotated, quiet, hammer, writeback"):
         lab.boot(image, workload="nope")

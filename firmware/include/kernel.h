@@ -28,7 +28,9 @@ typedef _Bool bool;
 
 /* Memory layout (kernel.ld places the image; these are the regions around it). */
 #define USER_STACKS_TOP   0x00600000UL  /* user stacks grow down from here */
-#define USER_STACK_SIZE   0x8000UL
+/* A task's user stack is the slot of its tid below USER_STACKS_TOP; all
+ * NR_TASKS of them must stay above the user programs (kernel.ld checks). */
+#define USER_STACK_SIZE   0x4000UL
 #define MODULES_VADDR     0x00600000UL  /* the module area the lab loads modules into */
 #define MODULES_END       0x007F0000UL  /* trampolines live above, to the end of RAM */
 #define KSTACK_SIZE       0x4000UL
@@ -126,7 +128,10 @@ struct thread_struct {
 };
 
 #define TASK_COMM_LEN 16
-#define NR_TASKS 16
+/* Task slots, the idle task's included: the size of tasks[], task_stacks[]
+ * and the user stack area (Linux allocates a task_struct and its stacks at
+ * fork; here they are static). */
+#define NR_TASKS 72
 
 struct task_struct {
 	int tid;
@@ -183,6 +188,7 @@ struct workload {
 long workload_param(const struct workload_param *p);
 
 extern struct task_struct tasks[NR_TASKS];
+extern int nr_tasks;	/* slots ever used: tasks[nr_tasks..] are TASK_UNUSED */
 #define SYSTEM_BOOTING 0
 #define SYSTEM_RUNNING 1
 extern int system_state;

@@ -166,7 +166,7 @@ def _run_cases():
         for option in ("--frobnicate", "-x", "extra"):
             add(base + (option,), f"unknown {option}")
         add(base + ("--patch",), "--patch without a value")
-    for params in (("nope=1",), ("nr_hammer=64",), ("nr_hammer=0",), ("nr_hammer",), ("=5",), ("nr_hammer=abc",),
+    for params in (("nope=1",), ("nr_hammer=999",), ("nr_hammer=0",), ("nr_hammer",), ("=5",), ("nr_hammer=abc",),
                    ("nr_hammer=1e400",), ("nr_hammer=8", "nr_hammer=9"), ("",), ("nr_hammer=1.5",)):
         argv = plain + ("--workload", "hammer") + sum((("--param", p) for p in params), ())
         add(argv, f"--param {' '.join(params)!r} on hammer")
@@ -249,7 +249,7 @@ def _explore_cases():
     add(base + ("--model", "stop-machine", "--model", "immediate", "--signal-after", "100000"),
         "explore --signal-after with models that never signal")
     add(base + ("--workload", "nope"), "explore --workload nope")
-    add(base + ("--workload", "hammer", "--param", "nr_hammer=64"), "explore nr_hammer out of range")
+    add(base + ("--workload", "hammer", "--param", "nr_hammer=999"), "explore nr_hammer out of range")
     add(base + ("--param", "nr_hammer=3"), "explore --param of another workload")
     add(base + ("--frobnicate",), "explore --frobnicate")
     add(base + ("--all", "extra"), "explore with an extra argument")
@@ -285,7 +285,7 @@ def _other_cases():
         add(compare + ("-o", path), f"compare -o {path!r}")
     add(_without(compare, "--patch"), "compare without --patch")
     add(compare + ("--workload", "nope"), "compare --workload nope")
-    add(compare + ("--workload", "hammer", "--param", "nr_hammer=64"), "compare nr_hammer out of range")
+    add(compare + ("--workload", "hammer", "--param", "nr_hammer=999"), "compare nr_hammer out of range")
     add(compare + ("--param", "nr_hammer=3"), "compare --param of another workload")
     add(compare + ("--model", "klp"), "compare takes no --model")
     add(_set(compare, "--patch-at", "1000"), "compare --patch-at before the end of boot", after_boot=True)
