@@ -12,7 +12,7 @@ The hooks a bare run cannot do without:
   CPU does, exactly as lab/machine.py `_on_syscall`.
 - `out 0xe9`: the hypercall port.  With seed 0 and no live patch no answer
   changes the guest: HC_BOOTED would write sched_order as the identity, which
-  the firmware's sched_order already holds; HC_SWITCH, HC_CONSOLE and
+  the firmware's sched_init() already wrote; HC_SWITCH, HC_CONSOLE and
   HC_TASK_EXIT only tell the lab something; the rest (HC_PANIC, the kGraft
   and module calls, HC_KALLSYMS_LOOKUP) are not made by the default workload
   without a patch.  run.py compares the final state with the lab's, so a

@@ -1,10 +1,12 @@
 """bench_scale - what the lab costs as the work grows: more tasks, longer runs, a billion-instruction trace.
 
-tasks:       lab and bare.py on the hammer workload with nr_hammer = 1, 4, 8
-             and 11 user tasks (11 is the most the firmware takes: NR_TASKS is
-             16 and five slots go to the other tasks), all eight sides taking
-             turns in one run: lab/bare at each size, and each side's
-             throughput over its own at 1 task.
+tasks:       lab and bare.py on the hammer workload with nr_hammer = 1, 4, 8,
+             32 and 64 user tasks (the firmware takes up to 67: NR_TASKS is 72
+             and five slots go to the other tasks), and at 64 the lab once
+             more without its kernel stack guard pages, all eleven sides
+             taking turns in one run: lab/bare at each size, each side's
+             throughput over its own at 1 task, and what the guard pages
+             cost at 64.
 length:      a plain run and a recording run of the default workload, 1e8
              instructions each (capable() patched at 1e6), taking turns; the
              throughput of each window of 2e7 over the first window's, and
@@ -31,9 +33,10 @@ import time
 
 import bare as bare_mod
 import lab
+from lab import kernel as lab_kernel
 from run import BenchmarkFailed, _observables, alternate, benchmark, fmt_count
 
-TASKS = (1, 4, 8, 11)
+TASKS = (1, 4, 8, 32, 64)
 LENGTH = 100_000_000
 WINDOW = 20_000_000
 SCALE_INSTRUCTIONS = 1_000_000_000
@@ -46,21 +49,34 @@ def _spread(xs):
 
 
 @benchmark("tasks", description=(
-    "lab and bare.py on the hammer workload with 1, 4, 8 and 11 user tasks (the firmware's limit), "
-    "all sides taking turns: lab/bare at each size; the figure is lab/bare at 11 tasks"))
+    "lab and bare.py on the hammer workload with 1, 4, 8, 32 and 64 user tasks, all sides taking turns: "
+    "lab/bare at each size; the figure is lab/bare at 64 tasks"))
 def tasks(opts):
     image = lab.Image.load(opts.image)
     n, quantum = opts.instructions, opts.quantum
-    sides, booted = {}, {}
+    (limit,) = [p.maximum for w in image.workloads if w.name == "hammer" for p in w.params if p.name == "nr_hammer"]
+    sides, booted, guards = {}, {}, {}
+    stacks = image.address("task_stacks")
+    stacks = (stacks, stacks + image.const("NR_TASKS_MAX") * image.const("KSTACK_SLOT_BYTES"))
     for k in TASKS:
         params = {"nr_hammer": k}
         booted[k] = at = lab.boot(image, quantum=quantum, workload="hammer", params=params).clock
 
-        def lab_side(params=params, at=at):
-            system = lab.boot(image, quantum=quantum, workload="hammer", params=params)
+        def lab_side(params=params, at=at, guarded=True):
+            if guarded:
+                system = lab.boot(image, quantum=quantum, workload="hammer", params=params)
+            else:
+                # no guard page below any kernel stack: the hammer workload creates all its
+                # tasks while it boots, and Kernel._guard_slot() does nothing meanwhile
+                kept, lab_kernel.Kernel._guard_slot = lab_kernel.Kernel._guard_slot, lambda self, tid: None
+                try:
+                    system = lab.boot(image, quantum=quantum, workload="hammer", params=params)
+                finally:
+                    lab_kernel.Kernel._guard_slot = kept
             m = system.machine
             if m.clock != at:
                 raise BenchmarkFailed(f"the lab booted hammer {params} in {m.clock} instructions once, {at} another time")
+            guards[params["nr_hammer"], guarded] = sum(stacks[0] <= lo < stacks[1] for lo, _hi in m.guard_pages)
             return system.run, (lambda: _observables(image, list(m.regs().values()), m.ram, m.u64))
 
         def bare_side(k=k, at=at):
@@ -68,12 +84,15 @@ def tasks(opts):
             b.run(at)
             return b.run, (lambda: _observables(image, b.regs(), b.ram, b.u64))
         sides[f"lab-{k}"], sides[f"bare-{k}"] = lab_side, bare_side
+    # at the largest size, the lab once more without its kernel stack guard pages: what they cost there
+    top_k = TASKS[-1]
+    sides[f"unguarded-{top_k}"] = lambda: lab_side({"nr_hammer": top_k}, booted[top_k], guarded=False)
     chunk = opts.chunk * quantum if opts.chunk else None
     runs = alternate(sides, opts.rounds, n, chunk=chunk)
     rows, per_size = [], {}
     for k in TASKS:
         ref = runs[f"bare-{k}"][0]["check"]
-        for label in (f"lab-{k}", f"bare-{k}"):
+        for label in (f"lab-{k}", f"bare-{k}") + ((f"unguarded-{k}",) if k == top_k else ()):
             for i, r in enumerate(runs[label]):
                 if r["check"] != ref:
                     raise BenchmarkFailed(f"{label} run {i + 1} ended in another state than bare-{k} run 1: "
@@ -89,12 +108,22 @@ def tasks(opts):
         rows.append(f"{k:>5} | {mips['lab']:>8.1f} | {mips['bare']:>8.1f} | {statistics.median(ratios):.2f} "
                     f"({_spread(ratios)}) | {per_size[k]['lab_over_1']:.2f} | {per_size[k]['bare_over_1']:.2f} | "
                     f"{sum(ref['syscalls']):,}")
-    top = per_size[TASKS[-1]]
+    top = per_size[top_k]
+    bare_s = [r["seconds"] for r in runs[f"bare-{top_k}"]]
+    unguarded = [b / r["seconds"] for r, b in zip(runs[f"unguarded-{top_k}"], bare_s)]
+    top["unguarded_over_bare"], top["unguarded_round_ratios"] = statistics.median(unguarded), unguarded
     details = [f"hammer, {fmt_count(n)} instructions after boot, quantum {quantum}, median of {opts.rounds}; "
                f"every run of a size ends in the state of bare's first run of that size",
                "tasks | lab Minstr/s | bare Minstr/s | lab/bare (rounds) | lab over 1 task | bare over 1 task | "
                "system calls", *rows,
-               f"nr_hammer stops at {TASKS[-1]}: the firmware has NR_TASKS = 16 slots, 5 of them for the other tasks"]
+               f"the firmware has NR_TASKS = {image.const('NR_TASKS_MAX')} slots, 5 of them for the other tasks: "
+               f"nr_hammer goes up to {limit}",
+               # what grows with the tasks: in the guest, schedule() and the timer's walk over the slots in
+               # use (both sides alike: fewer system calls in the same instructions); in the lab alone,
+               # the guard pages below the kernel stacks, each a Unicorn memory region of its own
+               f"the lab's kernel stack guard pages: {guards[1, True]} at 1 task, {guards[top_k, True]} at {top_k} "
+               f"(bare sets none); without them, lab/bare at {top_k} tasks is {statistics.median(unguarded):.2f} "
+               f"({_spread(unguarded)})"]
     return {"ratio": top["lab_over_bare"], "tasks": per_size, "instructions": n, "details": details,
             "summary": f"lab/bare at {TASKS[-1]} hammer tasks: {top['lab_over_bare']:.2f} (rounds "
                        f"{_spread(top['round_ratios'])}; 1 task {per_size[1]['lab_over_bare']:.2f}; the lab at "
