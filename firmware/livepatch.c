@@ -797,16 +797,28 @@ static notrace int klp_check_stack(struct task_struct *task)
  * in the target universe afterwards. */
 static notrace bool klp_try_switch_task(struct task_struct *task)
 {
-	u8 target = kgr_target_universe;
+	unsigned long flags;
+	bool switched;
+	u8 target;
 
-	if (task->kgr_universe == target)
-		return true;
-	if (klp_check_stack(task))
-		return false;
-	task->kgr_universe = target;
-	task->kgr_migrated_by = KGR_SAFE_STACK_CHECK;
-	hypercall2(HC_KGR_SAFE, task->tid, KGR_SAFE_STACK_CHECK);
-	return true;
+	/* Upstream checks and switches inside task_call_func(), which holds the
+	 * task's pi_lock and runqueue lock with interrupts off: the task cannot
+	 * run between the stack check and the switch, the target cannot change
+	 * under it, and the switch and its record are one step.  Preempted in
+	 * between, this worker would switch a task that had meanwhile entered
+	 * an old function, or record the move after the task had already run
+	 * in the new universe. */
+	flags = local_irq_save();
+	target = kgr_target_universe;
+	switched = task->kgr_universe == target;
+	if (!switched && !klp_check_stack(task)) {
+		task->kgr_universe = target;
+		task->kgr_migrated_by = KGR_SAFE_STACK_CHECK;
+		hypercall2(HC_KGR_SAFE, task->tid, KGR_SAFE_STACK_CHECK);
+		switched = true;
+	}
+	local_irq_restore(flags);
+	return switched;
 }
 
 /* klp_send_signals(): user tasks get the fake signal, kthreads a wake-up. */

@@ -188,3 +188,33 @@ def test_a_copied_checker_goes_on_alone():
     assert saved.verdict() == [] and saved.seen == 2
     assert list(saved.open_units[3].calls) == [base[1]]
     assert copy.deepcopy(saved).feed(base + [call(2, 12, 3, "old")]).verdict() == []
+
+
+def test_the_upstream_worker_checks_and_switches_a_task_in_one_step():
+    """klp_try_switch_task() runs with interrupts off, as upstream's
+    task_call_func() holds the task's locks: a reschedule forced just
+    before a switch is recorded is taken only after it, so no task runs
+    between its stack check and its switch.  (A preemption there once let
+    cap-user run the new do_gethostname() before its switch was recorded,
+    which the checker's stack rule then flagged.)"""
+    from lab import boot
+    from lab.snapshot import snapshot
+    with boot(model="upstream", seed=2, quantum=20_000, observe=True) as system:
+        system.run(1_000_000 - system.clock)
+        snap = snapshot(system)
+        system.apply_patch(PROTO_PAIR)
+        system.run(300_000)
+        checked = [e for e in system.events if isinstance(e, ev.Migrated) and e.by == "stack-check"
+                   and e.tid not in (0, -1)]
+        assert len(checked) >= 3
+        for moved in checked[:3]:
+            for before in (2, 12):
+                snap.restore()
+                system.kernel.preempt_at([moved.at - before])
+                system.apply_patch(PROTO_PAIR)
+                system.run(300_000)
+                taken = next(e for e in system.events if isinstance(e, ev.Preemption))
+                again = next(e for e in system.events if isinstance(e, ev.Migrated) and e.tid == moved.tid
+                             and e.at > 1_000_000)
+                assert again.at < taken.at, (moved, before, taken)
+                assert system.violations() == []
