@@ -170,6 +170,13 @@ def _digest_line_by_encoder(e):
     return _canonical(d).encode() + b"\n"
 
 
+def _restored_log(events, digest):
+    log = EventLog.__new__(EventLog)
+    log.events = list(events)
+    log._hash = digest.copy()
+    return log
+
+
 class EventLog:
     """The run's events in order, with a running digest."""
 
@@ -217,6 +224,13 @@ class EventLog:
 
     def __len__(self):
         return len(self.events)
+
+    def __snapshot__(self):
+        """lab.snapshot's (rebuild, shared, state): a restored log goes on from
+        the same point; the events are frozen and the digest so far is
+        copied from (hashlib objects cannot be pickled), so both are shared."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("events", "_hash")}
+        return _restored_log, (tuple(self.events), self._hash.copy()), state
 
     def __deepcopy__(self, memo):
         """A log that goes on from the same point (a snapshot's): the events

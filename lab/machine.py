@@ -12,12 +12,11 @@ import functools
 import itertools
 import mmap
 import os
-import re
 import struct
 import weakref
 
 from unicorn import (
-    UC_ARCH_X86, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_PROT,
+    UC_ARCH_X86, UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_PROT,
     UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_INVALID, UC_MEM_FETCH_UNMAPPED,
     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_NONE, UC_PROT_READ, Uc, UcError,
 )
@@ -74,6 +73,14 @@ except (ImportError, AttributeError):
     _UC_REG_READ_BATCH = _UC_REG_WRITE_BATCH = None
 # uc_err uc_reg_{read,write}_batch(uc_engine *uc, int *regs, void **vals, int count)
 _BATCH_PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+# uc_err uc_ctl(uc_engine *uc, uc_control_type control, ...), for the
+# translations a restore drops: through the binding's ctl_remove_cache()
+# a call costs four times the engine's own work on a page without code
+try:
+    _UC_CTL = _uclib.uc_ctl
+except (NameError, AttributeError):
+    _UC_CTL = None
+_REMOVE_CACHE = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE
 # their addresses, taken once: ctypes.cast() of a long-lived object records
 # every cast in that object's _objects, so one per machine would pile up
 _BATCH_ADDRESS = {id(fn): ctypes.cast(fn, ctypes.c_void_p).value
@@ -194,6 +201,74 @@ class _RegisterIO:
 _TOUCHED = bytes(1 if flags & 0xC0 else 0 for flags in range(256))   # pagemap bits 63 (present), 62 (swapped)
 
 
+def _differing(memcmp, a, b, lo, hi):
+    """(first, end) offsets of the bytes from the first that differs between
+    the buffers at addresses a and b to the last, within [lo, hi), where
+    they differ: by halving with memcmp (a dozen calls for a page)."""
+    first, last = lo, hi - 1         # the first differing byte is >= first, the last <= last
+    top = hi                         # [lo, top) differs
+    while top - first > 1:
+        mid = (first + top) // 2
+        if memcmp(a + lo, b + lo, mid - lo):
+            top = mid
+        else:
+            first = mid
+    bottom = lo                      # [bottom, hi) differs
+    while last - bottom > 0:
+        mid = (bottom + last + 1) // 2
+        if memcmp(a + mid, b + mid, hi - mid):
+            bottom = mid
+        else:
+            last = mid - 1
+    return first, bottom + 1
+
+
+def _protection_changes(read_only, guards, to_read_only, to_guards):
+    """[(start, end, protection)]: the calls that turn the CPU's access as
+    read_only and guards give it (sorted, disjoint (start, end) ranges;
+    every other page readable, writable and executable) into the access
+    to_read_only and to_guards give, adjacent pages that end the same way
+    in one call."""
+    ro, none = UC_PROT_READ | UC_PROT_EXEC, UC_PROT_NONE
+    now = {(lo, hi, ro) for lo, hi in read_only} | {(lo, hi, none) for lo, hi in guards}
+    then = {(lo, hi, ro) for lo, hi in to_read_only} | {(lo, hi, none) for lo, hi in to_guards}
+    if now == then:
+        return []
+    # only the ranges that are not in both matter: a page of one in both is
+    # in no other range of either (the ranges of each are disjoint)
+    now, then = sorted(now - then), sorted(then - now)
+    cuts = sorted({x for lo, hi, _ in now + then for x in (lo, hi)})
+    changes, i, j = [], 0, 0
+    for lo, hi in zip(cuts, cuts[1:]):
+        while i < len(now) and now[i][1] <= lo:
+            i += 1
+        while j < len(then) and then[j][1] <= lo:
+            j += 1
+        was = now[i][2] if i < len(now) and now[i][0] <= lo else UC_PROT_ALL
+        becomes = then[j][2] if j < len(then) and then[j][0] <= lo else UC_PROT_ALL
+        if was != becomes:
+            if changes and changes[-1][1] == lo and changes[-1][2] == becomes:
+                changes[-1][1] = hi
+            else:
+                changes.append([lo, hi, becomes])
+    return [tuple(c) for c in changes]
+
+
+def _runs_of_ones(flags):
+    """[(first, end)] of the runs of 1 bytes in flags (bytes of 0 and 1),
+    by bytes.find (memchr): a regex takes three times as long, and a
+    restore reads the touched pages every time."""
+    runs, find, n = [], flags.find, len(flags)
+    first = find(1)
+    while first >= 0:
+        end = find(0, first)
+        if end < 0:
+            end = n
+        runs.append((first, end))
+        first = find(1, end)
+    return runs
+
+
 class TouchedPages:
     """Which pages of a buffer the host has ever backed, from
     /proc/self/pagemap (present or swapped).  The machine maps RAM
@@ -227,7 +302,7 @@ class TouchedPages:
                 data = b""
             if len(data) == self._n * 8:
                 flags = data[7::8].translate(_TOUCHED)
-                return [m.span() for m in re.finditer(b"\x01+", flags)], flags
+                return _runs_of_ones(flags), flags
         return [(0, self._n)], b"\x01" * self._n
 
     def close(self):
@@ -285,6 +360,20 @@ def _find_counter_offset():
 _COUNTER_OFFSET = None
 
 
+def _dropper(uc):
+    """drop(begin, end): the engine forgets its translations of [begin, end)
+    (ctl_remove_cache), straight through uc_ctl where the binding has it."""
+    if _UC_CTL is None or getattr(uc, "_uch", None) is None:
+        return uc.ctl_remove_cache
+    ctl, handle, u64 = _UC_CTL, uc._uch, ctypes.c_uint64
+
+    def drop(begin, end):
+        status = ctl(handle, _REMOVE_CACHE, u64(begin), u64(end))
+        if status:
+            raise UcError(status)
+    return drop
+
+
 class Machine:
     """One x86-64 CPU with RAM, a hypercall port and a SYSCALL emulation.
 
@@ -313,6 +402,7 @@ class Machine:
         self._touched = None
         base = ctypes.cast(uc._uch, ctypes.c_void_p).value
         self._counter = ctypes.c_uint64.from_address(base + _COUNTER_OFFSET)
+        self._drop_translations = _dropper(uc)
         self.retired = 0            # instructions retired before the current slice
         self._running = False
         self._stop_requested = False
@@ -899,12 +989,19 @@ class Machine:
             Machine._memcmp = memcmp
         here = ctypes.addressof(self._ram)
         runs = []            # [start, end) offsets of changed pages, adjacent ones merged
-        # blocks of 256 KiB, then 16 KiB, then pages: few calls where nothing changed
-        size, block = len(self.ram), self._SNAPSHOT_BLOCK
-        spans = [(0, size)] if pages is None else [(a * PAGE, min(b * PAGE, size)) for a, b in pages]
-        todo = [(lo, min(lo + block, hi)) for start, hi in spans for lo in range(start, hi, block)]
+        size = len(self.ram)
+        if pages is None:
+            # all of RAM: blocks of 256 KiB, then 16 KiB, then pages, so that
+            # few calls are made where nothing changed
+            block = self._SNAPSHOT_BLOCK
+            todo = [(lo, min(lo + block, size)) for lo in range(0, size, block)]
+            steps = (1 << 14, PAGE)
+        else:
+            # the touched pages: a run whole, then the pages of one that differs
+            todo = [(a * PAGE, min(b * PAGE, size)) for a, b in pages]
+            steps = (PAGE,)
         known = set()        # pieces found to differ that were no larger than the next step: not split
-        for step in (1 << 14, PAGE):
+        for step in steps:
             found = []
             for piece in todo:
                 lo, hi = piece
@@ -931,16 +1028,13 @@ class Machine:
                 # change (the system call and interrupt paths share a page
                 # with capable()); dropping it all would have every restored
                 # run translate it again.
-                diff = int.from_bytes(self.ram[lo:hi], "little") ^ \
-                    int.from_bytes((ctypes.c_char * (hi - lo)).from_address(there + lo), "little")
-                drop_lo = lo + ((diff & -diff).bit_length() - 1) // 8
-                drop_hi = lo + (diff.bit_length() - 1) // 8 + 1
+                drop_lo, drop_hi = _differing(memcmp, here, there, lo, hi)
             ctypes.memmove(here + lo, there + lo, hi - lo)
-            self._uc.ctl_remove_cache(RAM_BASE + drop_lo, RAM_BASE + drop_hi)
+            self._drop_translations(RAM_BASE + drop_lo, RAM_BASE + drop_hi)
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced
-    _SNAPSHOT_KEEP = frozenset({"_uc", "_ram", "ram", "_counter", "_regio", "_read_reg", "_touched", "_uc_hooks",
+    _SNAPSHOT_KEEP = frozenset({"_uc", "_ram", "ram", "_counter", "_drop_translations", "_regio", "_read_reg", "_touched", "_uc_hooks",
                                 *_REGISTER_FUNCTIONS, *_RAW_REGISTERS})
     _SNAPSHOT_BLOCK = 1 << 18
 
@@ -994,14 +1088,13 @@ class Machine:
         for handle, (kind, address, trampoline) in state["_code_hooks"].items():
             if handle not in self._code_hooks:
                 self._install(kind, address, trampoline, handle)
-        # protections: undo what was protected since, then redo what was lifted since
-        for ranges, key in ((self.read_only_ranges, "read_only_ranges"), (self.guard_pages, "guard_pages")):
-            for lo, hi in set(ranges) - set(state[key]):
-                self._uc.mem_protect(lo, hi - lo, UC_PROT_ALL)
-        for lo, hi in set(state["read_only_ranges"]) - set(self.read_only_ranges):
-            self._uc.mem_protect(lo, hi - lo, UC_PROT_READ | UC_PROT_EXEC)
-        for lo, hi in set(state["guard_pages"]) - set(self.guard_pages):
-            self._uc.mem_protect(lo, hi - lo, UC_PROT_NONE)
+        # protections: only the pages whose access differs, each run of them
+        # in one call (a module's load carves its pages out of the guarded
+        # module space: one call puts them back, where undoing and redoing
+        # whole ranges took three)
+        for lo, hi, prot in _protection_changes(self.read_only_ranges, self.guard_pages,
+                                                state["read_only_ranges"], state["guard_pages"]):
+            self._uc.mem_protect(lo, hi - lo, prot)
         self._uc.context_restore(snap["context"])
         for k in [k for k in self.__dict__ if k not in self._SNAPSHOT_KEEP and k not in state]:
             del self.__dict__[k]

@@ -1,14 +1,15 @@
 """snapshot - a system saved when no module is loaded and brought back exactly, many times over.
 
-A snapshot holds the machine's (CPU context, RAM, memory protections, code
-hooks: Machine.snapshot()) and the Python state of every layer above it
+A snapshot holds the machine's (CPU context, RAM, memory protections,
+code hooks: Machine.snapshot()) and the Python state of every layer above it
 (kernel, module loader, ftrace, livepatch core, observer, the system
-itself): each layer's __dict__, deep-copied in one go with the layers
-themselves, the image and the engine pre-seeded in the memo, so every
-reference to a layer stays a reference to that same object and everything
-else (the event log with its running digest, the scheduler's random state,
-the patches) is copied.  Restoring assigns a fresh deep copy back, so one
-snapshot serves any number of runs: run, restore, run another schedule.
+itself): each layer's __dict__, written once with pickle in one go, the
+layers themselves, the image and the engine written as references, so
+every reference to a layer stays a reference to that same object and
+everything else (the event log with its running digest, the scheduler's
+random state, the patches) is copied.  Restoring reads a fresh copy back,
+so one snapshot serves any number of runs: run, restore, run another
+schedule.
 
 Restoring is far cheaper than booting: only the RAM pages that changed are
 copied back and only their translations dropped (benchmarks/bench_explore.py
@@ -16,8 +17,12 @@ measures it against a schedule's run).
 """
 from __future__ import annotations
 
-import copy
+import io
+import pathlib
+import pickle
 import random
+import types
+import weakref
 from dataclasses import dataclass, field
 
 from .errors import UsageError
@@ -37,7 +42,7 @@ class Snapshot:
     at: int
     key: tuple                 # (workload, seed, quantum, model): what the boot was
     machine: dict = field(repr=False)
-    layers: dict = field(repr=False)   # attribute name of System ("" for the system) -> its __dict__, copied
+    layers: tuple = field(repr=False)  # _write_layers(): System's attribute name ("" for itself) -> its __dict__
 
     def restore(self, system=None):
         """Bring the system back to this snapshot (see restore())."""
@@ -59,46 +64,119 @@ def _hubs(system):
     return hubs
 
 
-def _memo(system, hubs):
-    """A deepcopy memo in which the layers, the image, the engine and the
-    firmware's constants stand for themselves."""
+def _shared(system, hubs):
+    """The objects a snapshot refers to and never copies: the layers, the
+    image, the engine and the firmware's constants (each layer's references
+    to the others stay references to those same objects)."""
     m = system.machine
     keep = [*hubs.values(), system.image, m, system.kernel.c]
     keep += [getattr(m, k) for k in m._SNAPSHOT_KEEP if getattr(m, k, None) is not None]
-    return {id(obj): obj for obj in keep}
+    return list({id(obj): obj for obj in keep}.values())
 
 
-# values a layer's attribute may hold that need no copy (a restore copies
-# every layer, so the deepcopy calls saved on them add up)
-_IMMUTABLE = frozenset({int, str, bool, float, bytes, type(None)})
+# What copy.deepcopy keeps as it is (functions, classes, weak references,
+# properties) and pickle would write by name or refuse, and paths (immutable;
+# read back, each would be parsed again): referred to.
+_ATOMIC = (types.FunctionType, types.BuiltinFunctionType, weakref.ref, property, types.CodeType, type,
+           pathlib.PurePath)
+_FROZEN = {}            # class -> whether it is a frozen dataclass
 
 
-def _copy_layers(system, hubs, dicts):
-    memo = _memo(system, hubs)
-    for d in dicts.values():
-        for value in d.values():
-            if type(value) is random.Random:
-                # its state is an immutable tuple of 625 numbers: shared, not
-                # walked by deepcopy; the twin is made without seeding it from
-                # the OS first (Random() would), setstate() sets all of it
-                twin = random.Random.__new__(random.Random, 0)
-                twin.setstate(value.getstate())
-                memo[id(value)] = twin
+def _frozen(obj):
+    """A frozen record (an event, a module's symbol, a patch's function, a
+    migration...): its fields are immutable, as their __deepcopy__ (which
+    returns the record itself) already says, so a snapshot shares it."""
+    cls = type(obj)
+    known = _FROZEN.get(cls)
+    if known is None:
+        params = getattr(cls, "__dataclass_params__", None)
+        known = _FROZEN[cls] = params is not None and params.frozen
+    return known
+
+
+def _random_from(state):
+    # Random() would seed itself from the OS first; setstate() sets all of it
+    twin = random.Random.__new__(random.Random, 0)
+    twin.setstate(state)
+    return twin
+
+
+class _Writer(pickle.Pickler):
+    """Writes the layers' state once, at the snapshot; a restore reads a
+    fresh copy from it (pickle's loads is C, a restore's deepcopy walked
+    every object in Python: three times the time).  Referred to, not
+    written: the shared objects, the atomic ones, frozen records, and what
+    an object's __snapshot__() names: (rebuild, shared arguments, state)
+    for a class with parts no pickle can copy (lab.events.EventLog's
+    running digest).  What pickle
+    writes it reads back as deepcopy would copy it: by each class's
+    __reduce_ex__, references to one object staying references to one.  A
+    random.Random is rebuilt from its state, which is an immutable tuple."""
+
+    def __init__(self, file, shared):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.shared = shared
+        self._index = {id(obj): i for i, obj in enumerate(shared)}
+
+    def _share(self, obj):
+        i = self._index.get(id(obj))
+        if i is None:
+            i = self._index[id(obj)] = len(self.shared)
+            self.shared.append(obj)
+        return i
+
+    def persistent_id(self, obj):
+        i = self._index.get(id(obj))
+        if i is None and (isinstance(obj, _ATOMIC) or _frozen(obj)):
+            i = self._share(obj)
+        return i
+
+    def reducer_override(self, obj):
+        if type(obj) is random.Random:
+            state = obj.getstate()
+            self._share(state)
+            return _random_from, (state,)
+        parts = getattr(type(obj), "__snapshot__", None)
+        if parts is not None and not isinstance(obj, type):
+            rebuild, shared, state = parts(obj)
+            for value in shared:
+                self._share(value)
+            return rebuild, tuple(shared), state
+        return NotImplemented
+
+
+class _Reader(pickle.Unpickler):
+    def __init__(self, file, shared):
+        super().__init__(file)
+        self._shared = shared
+
+    def persistent_load(self, i):
+        return self._shared[i]
+
+
+def _write_layers(system, hubs, dicts):
+    """(bytes, shared objects) that _read_layers() makes copies of dicts from."""
+    shared = _shared(system, hubs)
+    out = io.BytesIO()
     try:
-        return {name: {attr: value if type(value) in _IMMUTABLE else copy.deepcopy(value, memo)
-                       for attr, value in d.items()}
-                for name, d in dicts.items()}
-    except (TypeError, copy.Error) as exc:
+        _Writer(out, shared).dump(dicts)
+    except (TypeError, AttributeError, pickle.PicklingError) as exc:
         # name the attribute that cannot be copied, so its owner can make it copyable
         for name, d in dicts.items():
             for attr, value in d.items():
                 try:
-                    copy.deepcopy(value, _memo(system, hubs))
-                except (TypeError, copy.Error) as inner:
+                    _Writer(io.BytesIO(), _shared(system, hubs)).dump(value)
+                except (TypeError, AttributeError, pickle.PicklingError) as inner:
                     owner = type(hubs[name]).__name__
-                    raise UsageError(f"cannot snapshot {owner}.{attr}: {inner}; give its class a __deepcopy__ "
+                    raise UsageError(f"cannot snapshot {owner}.{attr}: {inner}; give its class a __snapshot__() "
                                      "(as lab.events.EventLog has) or keep it out of the layer") from None
         raise UsageError(f"cannot snapshot this system: {exc}") from None
+    return out.getvalue(), shared
+
+
+def _read_layers(written):
+    data, shared = written
+    return _Reader(io.BytesIO(data), shared).load()
 
 
 def _refusal(system, loaded=False):
@@ -139,7 +217,7 @@ def snapshot(system, *, loaded=False):
     if system.observer is not None:
         system.violations()    # the checker likewise: a restored run checks only its own events
     machine = system.machine.snapshot()
-    layers = _copy_layers(system, hubs, {name: dict(vars(obj)) for name, obj in hubs.items()})
+    layers = _write_layers(system, hubs, {name: dict(vars(obj)) for name, obj in hubs.items()})
     k = system.kernel
     return Snapshot(system, system.clock, (k.workload, k.seed, k.quantum, system.livepatch.model), machine, layers)
 
@@ -155,10 +233,10 @@ def restore(system, snap):
     if system.machine.closed:
         raise UsageError("the system was closed; a closed system cannot be restored")
     hubs = _hubs(system)
-    if set(hubs) != set(snap.layers):
+    fresh = _read_layers(snap.layers)
+    if set(hubs) != set(fresh):
         raise UsageError("the system's layers changed since the snapshot was taken "
-                         f"({', '.join(sorted(set(hubs) ^ set(snap.layers)))}); take it again")
-    fresh = _copy_layers(system, hubs, snap.layers)
+                         f"({', '.join(sorted(set(hubs) ^ set(fresh)))}); take it again")
     system.machine.restore(snap.machine)
     for name, obj in hubs.items():
         d = vars(obj)

@@ -307,8 +307,8 @@ def test_copying_changed_pages_copies_and_drops_the_translations_of_exactly_the_
             cuts.append(at)
         runs = list(zip(cuts, cuts[1:]))
     dropped = []
-    remove = m._uc.ctl_remove_cache
-    m._uc.ctl_remove_cache = lambda lo, hi: (dropped.append((lo, hi)), remove(lo, hi))
+    remove = m._drop_translations
+    m._drop_translations = lambda lo, hi: (dropped.append((lo, hi)), remove(lo, hi))
     m._copy_changed_pages(ctypes.addressof(other), runs)
     assert bytes(m.ram) == bytes(other)
     assert {(lo - RAM_BASE) // 4096 + i for lo, hi in dropped for i in range((hi - lo) // 4096)} == differ
@@ -328,8 +328,91 @@ def test_in_read_only_text_only_the_bytes_that_differ_lose_their_translations():
     for address in (text + 0x210, text + 0x214, text + 0x1F00, RAM_BASE + 0x9010):
         other[address - RAM_BASE] = 0xE8
     dropped = []
-    remove = m._uc.ctl_remove_cache
-    m._uc.ctl_remove_cache = lambda lo, hi: (dropped.append((lo, hi)), remove(lo, hi))
+    remove = m._drop_translations
+    m._drop_translations = lambda lo, hi: (dropped.append((lo, hi)), remove(lo, hi))
     m._copy_changed_pages(ctypes.addressof(other))
     assert bytes(m.ram) == bytes(other)
     assert dropped == [(text + 0x210, text + 0x1F01), (RAM_BASE + 0x9000, RAM_BASE + 0xA000)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_runs_of_touched_pages_are_every_run_of_ones_in_the_flags(seed):
+    """TouchedPages.read() finds runs with bytes.find; a regex says the same."""
+    import random
+    import re
+    from lab.machine import _runs_of_ones
+    rng = random.Random(seed)
+    n = rng.choice([1, 2, 7, 1792])
+    flags = bytes(rng.random() < rng.choice([0.05, 0.5, 0.95]) for _ in range(n))
+    assert _runs_of_ones(flags) == [m.span() for m in re.finditer(b"\x01+", flags)]
+    assert _runs_of_ones(b"") == [] and _runs_of_ones(b"\x01" * 5) == [(0, 5)] and _runs_of_ones(b"\x00" * 5) == []
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_bytes_that_differ_in_a_page_are_found_by_halving(seed):
+    """_differing(): from the first byte that differs to the last, as a byte
+    by byte comparison finds them, within any range that differs."""
+    import ctypes
+    import random
+    from lab.machine import _differing
+    rng = random.Random(seed)
+    a = (ctypes.c_ubyte * 8192)(*(rng.randrange(256) for _ in range(8192)))
+    b = (ctypes.c_ubyte * 8192)()
+    ctypes.memmove(b, a, 8192)
+    lo, hi = rng.choice([(0, 4096), (4096, 8192), (0, 8192), (100, 101)])
+    for i in rng.sample(range(lo, hi), min(hi - lo, rng.randrange(1, 4))):
+        b[i] ^= 0xFF
+    memcmp = ctypes.CDLL(None).memcmp
+    memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    differ = [i for i in range(lo, hi) if a[i] != b[i]]
+    assert _differing(memcmp, ctypes.addressof(a), ctypes.addressof(b), lo, hi) == (differ[0], differ[-1] + 1)
+
+
+def _ranges(rng, pages, base):
+    """Random disjoint read-only and guard ranges over pages pages from base."""
+    kinds = [rng.choice("rrn..") for _ in range(pages)]
+    out = {"r": [], "n": []}
+    for i, k in enumerate(kinds):
+        if k == ".":
+            continue
+        runs = out[k]
+        if runs and runs[-1][1] == base + i * 4096:
+            runs[-1][1] += 4096
+        else:
+            runs.append([base + i * 4096, base + (i + 1) * 4096])
+    return tuple(map(tuple, out["r"])), tuple(map(tuple, out["n"]))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_restore_changes_the_access_of_exactly_the_pages_whose_access_differs(seed):
+    """_protection_changes(): applied page by page to the access the ranges
+    give now, the calls give the access the target ranges give, and they
+    touch no page whose access is already right."""
+    import random
+    from lab.machine import _protection_changes
+    from unicorn import UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_NONE, UC_PROT_READ
+    rng = random.Random(seed)
+    pages, base = 40, RAM_BASE + 0x100000
+
+    def access(read_only, guards):
+        got = {}
+        for prot, ranges in ((UC_PROT_READ | UC_PROT_EXEC, read_only), (UC_PROT_NONE, guards)):
+            for lo, hi in ranges:
+                for p in range(lo, hi, 4096):
+                    got[p] = prot
+        return [got.get(base + i * 4096, UC_PROT_ALL) for i in range(pages)]
+    now, then = _ranges(rng, pages, base), _ranges(rng, pages, base)
+    if seed == 0:
+        then = now
+    pages_now, want = access(*now), access(*then)
+    calls = _protection_changes(*now, *then)
+    got = list(pages_now)
+    touched = set()
+    for lo, hi, prot in calls:
+        for p in range(lo, hi, 4096):
+            got[(p - base) // 4096] = prot
+            touched.add((p - base) // 4096)
+    assert got == want
+    assert touched == {i for i in range(pages) if pages_now[i] != want[i]}
+    # adjacent pages that end the same way are one call
+    assert all(not (a[1] == b[0] and a[2] == b[2]) for a, b in zip(calls, calls[1:]))

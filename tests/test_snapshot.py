@@ -238,3 +238,37 @@ def test_a_snapshot_with_a_module_loaded_brings_the_module_back_as_it_was():
         system.insmod(mod)
         with pytest.raises(UsageError, match="is loaded"):
             snapshot(system)          # without loaded=True: refused, as before
+
+
+def test_a_restore_copies_what_runs_change_and_shares_what_nothing_changes():
+    """Each restore reads a fresh copy of the layers' state: lists, dicts
+    and objects are new ones (what one run does to them cannot reach the
+    next), references between layers stay references to the layers, and
+    frozen records (the events, a module's symbols) and paths are the
+    snapshot's own objects, which nothing can change."""
+    with lab.boot(observe=True) as system:
+        system.run(600_000)
+        system.apply_patch(CAPABLE)
+        snap = snapshot(system, loaded=True)
+        snap.restore()
+        first_events, first_module = system.kernel.log.events, system.modules.modules[0]
+        first_symbol = next(iter(first_module.symbols.values()))
+        first_events.append("scribbled by a test")
+        first_module.symbols.clear()
+        snap.restore()
+        log, module = system.kernel.log, system.modules.modules[0]
+        assert log.events is not first_events and "scribbled by a test" not in log.events
+        assert module is not first_module and module.symbols
+        assert next(iter(module.symbols.values())) is first_symbol         # frozen: shared
+        assert log.events[0] is first_events[0]                           # frozen: shared
+        assert module.path is first_module.path
+        assert system.livepatch.kernel is system.kernel and system.ftrace.machine is system.machine
+        assert system.kernel.log is log and system.livepatch.modules is system.modules
+
+
+def test_an_attribute_no_snapshot_can_copy_is_named_with_what_to_do():
+    import threading
+    with lab.boot() as system:
+        system.kernel.guard_lock = threading.Lock()
+        with pytest.raises(UsageError, match=r"cannot snapshot Kernel\.guard_lock: .*lock.*__snapshot__"):
+            snapshot(system)
