@@ -22,6 +22,7 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
+from . import _native
 from .errors import GuestFault, MachineError, MachineFault
 
 RAM_BASE = 0x100000  # the first MiB stays unmapped: a NULL dereference faults
@@ -981,6 +982,10 @@ class Machine:
         (in read-only text, those of the bytes from the first that differs
         to the last).  pages: [(first page, end page)], ascending, the only
         ones that may differ (default: all of RAM)."""
+        native = _native.pages()
+        if native is not None:
+            self._copy_changed_pages_native(native, there, pages)
+            return
         memcmp = getattr(Machine, "_memcmp", None)
         if memcmp is None:
             memcmp = ctypes.CDLL(None).memcmp
@@ -1031,6 +1036,23 @@ class Machine:
                 drop_lo, drop_hi = _differing(memcmp, here, there, lo, hi)
             ctypes.memmove(here + lo, there + lo, hi - lo)
             self._drop_translations(RAM_BASE + drop_lo, RAM_BASE + drop_hi)
+
+    def _copy_changed_pages_native(self, native, there, pages):
+        """_copy_changed_pages() with its loop in C (lab/_pages.c): one
+        call compares, copies and narrows the text runs; the translations
+        are then dropped from here, as the Python loop drops them."""
+        size = len(self.ram)
+        spans = [0, size] if pages is None else [x for a, b in pages for x in (a * PAGE, min(b * PAGE, size))]
+        code = [x for a, b in self.read_only_ranges for x in (a - RAM_BASE, b - RAM_BASE)]
+        most = sum(spans[i + 1] - spans[i] for i in range(0, len(spans), 2)) // PAGE   # a run is a page or more
+        u64 = ctypes.c_uint64
+        drops = (u64 * (2 * most + 2))()
+        n = native(ctypes.addressof(self._ram), there, (u64 * len(spans))(*spans), len(spans) // 2,
+                   (u64 * (len(code) or 1))(*code), len(code) // 2, drops, most + 1)
+        if n < 0:
+            raise MachineError("the page loop found more changed runs than pages")
+        for i in range(0, 2 * n, 2):
+            self._drop_translations(RAM_BASE + drops[i], RAM_BASE + drops[i + 1])
 
     # ---- snapshots (lab/snapshot.py builds a whole system's on these) ----
     # the engine itself and the register functions bound to it: never copied, never replaced

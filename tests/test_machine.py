@@ -280,8 +280,20 @@ def test_replacing_ram_runs_the_new_code_and_keeps_what_did_not_change(machine, 
         machine.replace_ram(b"\0" * 10)
 
 
+@pytest.fixture(params=["native", "python"])
+def page_loop(request, monkeypatch):
+    """Machine._copy_changed_pages in C (lab/_pages.c) and in Python: each
+    test of it runs both."""
+    from lab import _native
+    if request.param == "python":
+        monkeypatch.setattr(_native, "pages", lambda: None)
+    elif _native.pages() is None:
+        pytest.skip("no C compiler: the page loop runs in Python only")
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_copying_changed_pages_copies_and_drops_the_translations_of_exactly_the_pages_that_differ(seed):
+def test_copying_changed_pages_copies_and_drops_the_translations_of_exactly_the_pages_that_differ(seed, page_loop):
     """Machine._copy_changed_pages (a restore, a seek): compared in blocks,
     then 16 KiB pieces, then pages, within the page runs given (or all of
     RAM); every page that differs is copied and its translations dropped,
@@ -314,7 +326,7 @@ def test_copying_changed_pages_copies_and_drops_the_translations_of_exactly_the_
     assert {(lo - RAM_BASE) // 4096 + i for lo, hi in dropped for i in range((hi - lo) // 4096)} == differ
 
 
-def test_in_read_only_text_only_the_bytes_that_differ_lose_their_translations():
+def test_in_read_only_text_only_the_bytes_that_differ_lose_their_translations(page_loop):
     """A restore that puts a pad back drops the translations of the bytes
     from the first that differs to the last, not of the whole page: the
     rest of a text page is code that did not change."""
@@ -416,3 +428,65 @@ def test_a_restore_changes_the_access_of_exactly_the_pages_whose_access_differs(
     assert touched == {i for i in range(pages) if pages_now[i] != want[i]}
     # adjacent pages that end the same way are one call
     assert all(not (a[1] == b[0] and a[2] == b[2]) for a, b in zip(calls, calls[1:]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_page_loop_in_c_does_what_the_python_one_does(seed, monkeypatch):
+    """The same RAM, the same copy, the same runs: the same bytes after and
+    the same translations dropped, in the same order, text runs narrowed
+    alike (adjacent changed pages across the runs given, a run that ends
+    RAM, pages that differ in their last byte only)."""
+    import ctypes
+    import random
+    from lab import _native
+    if _native.pages() is None:
+        pytest.skip("no C compiler")
+    rng = random.Random(seed)
+    size = RAM_END - RAM_BASE
+    pages = size // 4096
+    other = (ctypes.c_ubyte * size)(*(rng.randrange(256) if rng.random() < 0.001 else 0 for _ in range(size)))
+    for p in rng.sample(range(pages), 30):
+        other[p * 4096 + rng.choice([0, 4095, rng.randrange(4096)])] ^= 0x5A
+    other[0x4000 + rng.randrange(4096)] ^= 0x77                          # text, changed on both sides
+    runs = [(2, 8)] + [(a, a + rng.randrange(1, 9)) for a in sorted(rng.sample(range(9, pages - 12, 9), 40))]
+    runs.append((pages - 3, pages))
+    ends = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(_native, "pages", lambda: None)
+        m = Machine()
+        m.read_only(RAM_BASE + 0x3000, 0x4000)
+        m.write(RAM_BASE + 0x5000, bytes(range(256)) * 16)
+        dropped = []
+        remove = m._drop_translations
+        m._drop_translations = lambda lo, hi, dropped=dropped, remove=remove: (dropped.append((lo, hi)),
+                                                                                remove(lo, hi))
+        m._copy_changed_pages(ctypes.addressof(other), runs)
+        ends.append((bytes(m.ram), dropped))
+    assert ends[0][1] and ends[0] == ends[1]
+
+
+def test_without_a_working_compiler_the_page_loop_runs_in_python(tmp_path, monkeypatch):
+    """A compiler that fails (or LAB_NATIVE=0) leaves lab/_pages.c unbuilt:
+    pages() says so and a restore still brings RAM back."""
+    from lab import _native
+    broken = tmp_path / "cc"
+    broken.write_text("#!/bin/sh\necho 'cc: no' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CC", str(broken))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(_native, "_cache_dirs", lambda: iter([tmp_path / "cache" / "kgraft-lab"]))
+    monkeypatch.setattr(_native, "_pages", _native._UNSET)
+    assert _native.pages() is None
+    assert not list((tmp_path / "cache" / "kgraft-lab").glob("*.so"))
+    monkeypatch.setattr(_native, "_pages", _native._UNSET)
+    monkeypatch.setenv("LAB_NATIVE", "0")
+    monkeypatch.delenv("CC")
+    assert _native.pages() is None
+    from lab.snapshot import snapshot
+    with lab.boot() as system:
+        snap = snapshot(system)
+        ram = bytes(system.machine.ram)
+        system.run(300_000)
+        snap.restore()
+        assert bytes(system.machine.ram) == ram
