@@ -16,6 +16,17 @@
 
 #define PAGE 4096
 
+/* Append the run [lo, hi) to drops; -1 when max are there already. */
+static int push(uint64_t *drops, long *n, long max, uint64_t lo, uint64_t hi)
+{
+    if (*n == max)
+        return -1;
+    drops[2 * *n] = lo;
+    drops[2 * *n + 1] = hi;
+    (*n)++;
+    return 0;
+}
+
 /*
  * Copy into ram the pages, within the byte ranges runs[0..2*nruns) (pairs
  * [lo, hi), page-aligned, ascending), where copy differs.  Adjacent changed
@@ -44,24 +55,14 @@ long lab_copy_changed(uint8_t *ram, const uint8_t *copy, const uint64_t *runs, l
                 open_hi = end;
                 continue;
             }
-            if (open_hi != open_lo) {
-                if (n == max)
-                    return -1;
-                drops[2 * n] = open_lo;
-                drops[2 * n + 1] = open_hi;
-                n++;
-            }
+            if (open_hi != open_lo && push(drops, &n, max, open_lo, open_hi) < 0)
+                return -1;
             open_lo = p;
             open_hi = end;
         }
     }
-    if (open_hi != open_lo) {
-        if (n == max)
-            return -1;
-        drops[2 * n] = open_lo;
-        drops[2 * n + 1] = open_hi;
-        n++;
-    }
+    if (open_hi != open_lo && push(drops, &n, max, open_lo, open_hi) < 0)
+        return -1;
 
     /* second pass: narrow the runs in code, then copy */
     for (long i = 0; i < n; i++) {
