@@ -93,6 +93,11 @@ def explore_rate(opts):
         bound.append((ran / t_bare) / per_schedule)
         per_round.append(t_bare / t_lab)
         rounds.append(per_schedule)
+    # the in-process worker's booted system and snapshots go: the benchmarks
+    # after this one (a Dask cluster's scheduler runs in this process) must
+    # not pay for them in every collection
+    worker.forget()
+    del bare
     ratio = statistics.median(per_round)
     insns = statistics.median(rounds)
     summary = (f"schedules per second per worker / bound: {ratio:.2f} ({statistics.median(rate):.1f} schedules/s, "
