@@ -79,19 +79,32 @@ def _shared(system, hubs):
 # read back, each would be parsed again): referred to.
 _ATOMIC = (types.FunctionType, types.BuiltinFunctionType, weakref.ref, property, types.CodeType, type,
            pathlib.PurePath)
-_FROZEN = {}            # class -> whether it is a frozen dataclass
+_FROZEN = {}            # class -> its fields' names if it is a frozen dataclass, else None
+_PLAIN = (int, str, bytes, bool, float, complex, type(None), pathlib.PurePath)
 
 
-def _frozen(obj):
+def _frozen(obj, depth=0):
     """A frozen record (an event, a module's symbol, a patch's function, a
-    migration...): its fields are immutable, as their __deepcopy__ (which
-    returns the record itself) already says, so a snapshot shares it."""
+    migration...) whose fields hold only immutable values: nothing can
+    change it, so a snapshot shares it.  A frozen dataclass with a list or a
+    dict in a field is copied as any object is (what it holds may change)."""
     cls = type(obj)
-    known = _FROZEN.get(cls)
-    if known is None:
+    names = _FROZEN.get(cls, ())
+    if names == ():
         params = getattr(cls, "__dataclass_params__", None)
-        known = _FROZEN[cls] = params is not None and params.frozen
-    return known
+        names = _FROZEN[cls] = tuple(f for f in cls.__dataclass_fields__) if params is not None and params.frozen \
+            else None
+    return names is not None and all(_immutable(getattr(obj, n), depth) for n in names)
+
+
+def _immutable(value, depth=0):
+    if isinstance(value, _PLAIN):
+        return True
+    if depth > 8:
+        return False
+    if type(value) in (tuple, frozenset):
+        return all(_immutable(v, depth + 1) for v in value)
+    return _frozen(value, depth + 1)
 
 
 def _random_from(state):

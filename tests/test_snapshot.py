@@ -272,3 +272,22 @@ def test_an_attribute_no_snapshot_can_copy_is_named_with_what_to_do():
         system.kernel.guard_lock = threading.Lock()
         with pytest.raises(UsageError, match=r"cannot snapshot Kernel\.guard_lock: .*lock.*__snapshot__"):
             snapshot(system)
+
+
+def test_a_frozen_record_that_holds_a_list_is_copied_and_one_of_immutable_values_shared():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Holder:
+        name: str
+        items: object
+
+    with lab.boot() as system:
+        plain, nested, holding = Holder("a", (1, "x", None)), Holder("b", (Holder("c", ()),)), Holder("d", [1])
+        system.kernel.records = (plain, nested, holding)
+        snap = snapshot(system)
+        holding.items.append("after the snapshot")
+        snap.restore()
+        got = system.kernel.records
+        assert got[0] is plain and got[1] is nested
+        assert got[2] is not holding and got[2].items == [1]
