@@ -30,14 +30,16 @@ def _cache_dirs():
     yield pathlib.Path(tempfile.gettempdir()) / f"kgraft-lab-{os.getuid()}"
 
 
-def _build(source):
+def _build(source, again=False):
+    """The library built from source: the cached one, or one built now (again:
+    built now whatever is cached).  None without a working compiler."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         return None
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     for folder in _cache_dirs():
         lib = folder / f"pages-{digest}.so"
-        if lib.exists():
+        if lib.exists() and not again:
             return lib
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -66,15 +68,23 @@ def pages():
     if _pages is _UNSET:
         _pages = None
         if os.environ.get("LAB_NATIVE", "1") != "0" and SOURCE.exists():
-            lib = _build(SOURCE)
-            if lib is not None:
-                try:
-                    fn = ctypes.CDLL(str(lib)).lab_copy_changed
-                except (OSError, AttributeError):
-                    fn = None
-                if fn is not None:
-                    p, n = ctypes.c_void_p, ctypes.c_long
-                    fn.argtypes = [p, p, p, n, p, n, p, n]
-                    fn.restype = n
-                    _pages = fn
+            fn = _load(_build(SOURCE))
+            if fn is None:
+                # a cached library that does not load (cut short, another
+                # machine's) is built again, once
+                fn = _load(_build(SOURCE, again=True))
+            if fn is not None:
+                p, n = ctypes.c_void_p, ctypes.c_long
+                fn.argtypes = [p, p, p, n, p, n, p, n]
+                fn.restype = n
+                _pages = fn
     return _pages
+
+
+def _load(lib):
+    if lib is None:
+        return None
+    try:
+        return ctypes.CDLL(str(lib)).lab_copy_changed
+    except (OSError, AttributeError):
+        return None

@@ -490,3 +490,17 @@ def test_without_a_working_compiler_the_page_loop_runs_in_python(tmp_path, monke
         system.run(300_000)
         snap.restore()
         assert bytes(system.machine.ram) == ram
+
+
+def test_a_cached_page_library_that_does_not_load_is_built_again(tmp_path, monkeypatch):
+    import shutil
+    from lab import _native
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    cache = tmp_path / "kgraft-lab"
+    monkeypatch.setattr(_native, "_cache_dirs", lambda: iter([cache]))
+    monkeypatch.setattr(_native, "_pages", _native._UNSET)
+    lib = _native._build(_native.SOURCE)
+    lib.write_bytes(b"cut short")
+    assert _native.pages() is not None
+    assert lib.read_bytes().startswith(b"\x7fELF")
