@@ -47,10 +47,10 @@ class Violation:
 
 
 # what each kind of event means to the rules (an event of another kind means nothing to them)
-_SYSCALL, _CALL, _IRQ, _KLOOP, _MIGRATED, _START, _PATCH, _END = range(8)
+_SYSCALL, _CALL, _IRQ, _KLOOP, _MIGRATED, _START, _PATCH, _END, _JOIN = range(9)
 _RULES = {ev.SyscallEntry: _SYSCALL, ev.FuncEntry: _CALL, ev.Interrupt: _IRQ, ev.KthreadLoop: _KLOOP,
           ev.Migrated: _MIGRATED, ev.TransitionStart: _START, ev.PatchEvent: _PATCH, ev.TaskExit: _END,
-          ev.Oops: _END}
+          ev.Oops: _END, ev.TransitionJoin: _JOIN}
 
 
 class _Unit:
@@ -147,6 +147,9 @@ class Checker:
             elif what == _START:
                 self.switching = {e.patch: set(e.functions)}
                 left.pop(e.patch, None)
+            elif what == _JOIN:
+                if e.patch in self.switching:
+                    self.switching[e.patch] |= set(e.functions)
             elif what == _PATCH:
                 if e.state in ("complete", "reverted", "failed"):
                     self.switching.pop(e.name, None)

@@ -272,6 +272,20 @@ class TransitionStart(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TransitionJoin(Event):
+    """A module came while its patch's transition ran: the functions the
+    patch replaces in it join the transition, and each task runs the version
+    of its own universe until it moves (upstream's func->transition, set for
+    every object of the patch in transition; kGraft's slow stub for a
+    loading module)."""
+
+    patch: str
+    module: str
+    functions: tuple        # names: the module's patched functions and their versions, as TransitionStart's
+    kind = "transition-join"
+
+
+@dataclass(frozen=True, slots=True)
 class PatchEvent(Event):
     """A patch changed state (transition, complete, reverting, reverted, refused, failed)."""
 
@@ -352,6 +366,7 @@ def poster(cls):
 
 
 EVENT_TYPES = {cls.kind: cls for cls in (Booted, ContextSwitch, Interrupt, Console, Signal, TaskExit, TaskNew, Preemption, Oops, Panic, TransitionStart,
+                                         TransitionJoin,
                                          Migrated, PatchEvent, FuncEntry, SyscallEntry, KthreadLoop)}
 
 

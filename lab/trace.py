@@ -251,14 +251,16 @@ class Observer:
         system.livepatch.on_transition = self._watch_transition
         _watch_units(system.kernel, system.image)
 
-    def _watch_transition(self, transition):
+    def _watch_transition(self, transition, funcs=None):
         """Record every entry into the old and new versions of the functions a
         transition switches (the old body begins right after the pad), and,
         as entered at this instant, the ones already on a task's stack: a task
-        inside an old function when the switch happens is running old code."""
+        inside an old function when the switch happens is running old code.
+        funcs: only these (a module's, joining the transition), not all."""
         ft, k = self.system.ftrace, self.system.kernel
+        funcs = transition.funcs if funcs is None else funcs
         leaving = {}
-        for pad, (old, new) in transition.funcs.items():
+        for pad, (old, new) in funcs.items():
             version, target = ("old", old) if transition.target == 1 else ("new", new)
             # the original body begins after the pad: a task stopped on the
             # pad itself has not entered it, and runs the pad's new target
@@ -277,7 +279,7 @@ class Observer:
                 if any(lo <= a < hi for a in frames):
                     k.log.add(ev.FuncEntry, now, tid=task.tid, in_irq=False, function=name, version=version,
                               patch=transition.patch.name)
-        for pad, (old, new) in transition.funcs.items():
+        for pad, (old, new) in funcs.items():
             name = ft.symbolize(pad)
             for address, version in ((pad + 5 if old is None else old, "old"),
                                      (pad + 5 if new is None else new, "new")):

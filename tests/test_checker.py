@@ -74,6 +74,20 @@ def test_the_rules_apply_to_a_transition_only_while_it_runs():
     assert check([events[0], ev.Migrated(1, 20, tid=3, by="x", universe=1, stack=("g", "h"))]) == []
 
 
+def test_a_module_function_that_joined_the_transition_counts_on_a_stack_that_moves():
+    """A module that came during the transition added its functions to it
+    (TransitionJoin): a task that moves with one of them on its stack moved
+    too early, as with the transition's own; a join for a patch not in
+    transition changes nothing."""
+    start = ev.TransitionStart(0, 10, patch="p", target=1, functions=("f", "new_f"))
+    join = ev.TransitionJoin(1, 20, patch="p", module="m", functions=("g", "new_g"))
+    moved = ev.Migrated(2, 30, tid=3, by="syscall-exit", universe=1, stack=("h", "g"))
+    (v,) = check([start, join, moved])
+    assert (v.rule, v.tid, v.old) == ("on-stack", 3, (("g", 30),))
+    assert check([start, moved]) == []
+    assert check([start, ev.TransitionJoin(1, 20, patch="q", module="m", functions=("g",)), moved]) == []
+
+
 def test_kgraft_on_every_bundled_patch_has_no_violation():
     for path in (CAPABLE, PIPE_WAIT, PROTO_PAIR):
         system, patch = completed(path, observe=True)

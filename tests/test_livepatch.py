@@ -9,7 +9,7 @@ from lab.image import PAD_BYTES
 from lab.livepatch import LivepatchError, PatchState
 
 from livepatch_helpers import build_patch  # noqa: F401  (the fixture)
-from livepatch_helpers import (CAPABLE, CAPABLE_V2, CMDLINE, LIMIT, PATCH_AT, PIPE_WAIT, SETTLE, boot, body_entries,
+from livepatch_helpers import (CAPABLE, CAPABLE_V2, CMDLINE, LIMIT, PATCH_AT, PATCHES, PIPE_WAIT, SETTLE, boot, body_entries,
                                completed, gcc_test, livepatch_lines, migrations, pad_bytes, patched, task_record,
                                universe_bytes)
 
@@ -407,3 +407,96 @@ def test_force_moves_the_interrupt_context_too():
     assert t.irq_universe() != t.target
     system.force()
     assert t.irq_universe() == t.target and patch.state == PatchState.COMPLETE
+
+
+# ---- a module that comes while its patch's transition runs ----
+
+JOIN = PATCHES / "test_modules" / "test_klp_join.o"            # busymod_work_func() and the module's handler
+JOIN_MOD = PATCHES / "test_modules" / "test_klp_join_mod.o"    # a kprobe whose handler is join_mod_pre()
+BUSY = PATCHES / "test_modules" / "test_klp_callbacks_busy.o"  # its worker sleeps in busymod_work_func()
+
+
+def _check_ranges(system):
+    """The ranges the guest's upstream transition work checks stacks against."""
+    m, img = system.machine, system.image
+    base = img.address("klp_check_ranges")
+    return [(m.u64(base + 16 * i), m.u64(base + 16 * i + 8)) for i in range(m.u32(img.address("klp_nr_check_ranges")))]
+
+
+@pytest.mark.parametrize("model", ["kgraft", "klp", "upstream"])
+def test_a_module_loaded_during_its_patchs_transition_joins_it(model):
+    """klp_module_coming() while the patch that replaces a function of the
+    module is in transition: the function joins the transition, as
+    upstream's func->transition (set for every object of the patch,
+    loaded or not) and kGraft's slow stub for a loading module have it.
+    Its pad calls the transition's trampoline (each task runs the version
+    of its universe), the observer watches both versions, the checker's
+    stack rule and the guest's stack check know it; once every task has
+    moved, the pad jumps straight to the new version."""
+    from lab.image import PAD_SIZE
+    with boot(observe=True, model=model) as system:
+        system.run(PATCH_AT)
+        system.insmod(BUSY, {"sleep_secs": 10})        # holds the transition open while it sleeps
+        system.insmod(JOIN)
+        t = system.livepatch.transition
+        assert t is not None and t.patch.name == "test_klp_join"
+        system.insmod(JOIN_MOD)
+        mod = next(m for m in system.modules.modules if m.name == "test_klp_join_mod" and m.loaded)
+        pad = mod.symbols["join_mod_pre"].address
+        new = system.modules.lookup("livepatch_join_mod_pre")
+        assert system.livepatch.transition is t and t.funcs[pad] == (None, new)
+        state, target = system.ftrace.state(pad)
+        assert state is PadState.CALL and system.ftrace.is_trampoline(target)
+        joined = [e for e in system.events if isinstance(e, ev.TransitionJoin)]
+        assert [(e.patch, e.module) for e in joined] == [("test_klp_join", "test_klp_join_mod")]
+        assert {"join_mod_pre", "livepatch_join_mod_pre"} <= {n.split(" [")[0] for n in joined[0].functions}
+        if model == "upstream":      # the guest's stack check: the old handler's body is a range tasks leave
+            assert any(lo <= pad + PAD_SIZE < hi for lo, hi in _check_ranges(system))
+        system.run(SETTLE)
+        calls = [e for e in system.events if isinstance(e, ev.FuncEntry) and e.function.startswith("join_mod_pre")]
+        assert calls and all(e.patch == "test_klp_join" for e in calls)
+        system.livepatch.signal_after = 200_000        # for the eternal sleeper; the busy worker sleeps its 10 s
+        system.run_until_patched(8 * LIMIT)
+        assert system.livepatch.transition is None and system.ftrace.state(pad) == (PadState.JMP, new)
+        assert not system.violations()
+
+
+def test_a_module_that_goes_during_the_transition_it_joined_leaves_it():
+    with boot(observe=True) as system:
+        system.run(PATCH_AT)
+        system.insmod(BUSY, {"sleep_secs": 10})
+        system.insmod(JOIN)
+        system.insmod(JOIN_MOD)
+        t = system.livepatch.transition
+        mod = next(m for m in system.modules.modules if m.name == "test_klp_join_mod" and m.loaded)
+        pad = mod.symbols["join_mod_pre"].address
+        assert pad in t.funcs
+        system.rmmod("test_klp_join_mod")
+        system.run(SETTLE)
+        assert system.livepatch.transition is t and pad not in t.funcs
+        system.livepatch.signal_after = 200_000
+        system.run_until_patched(8 * LIMIT)
+        assert system.livepatch.transition is None and not system.violations()
+
+
+@pytest.mark.parametrize("sleep_secs, applied", [(1, True), (10, False)])
+def test_under_stop_machine_a_module_that_comes_before_the_stop_is_patched_with_it(sleep_secs, applied):
+    """stop_machine() patches everything at once: a module that comes while
+    the stop waits (its busy worker sleeps in a patched function) is
+    patched at the stop with the rest, and not at all if the stop gives up."""
+    with boot(observe=True, model="stop-machine") as system:
+        system.run(PATCH_AT)
+        system.insmod(BUSY, {"sleep_secs": sleep_secs})
+        system.insmod(JOIN)
+        system.insmod(JOIN_MOD)
+        mod = next(m for m in system.modules.modules if m.name == "test_klp_join_mod" and m.loaded)
+        pad = mod.symbols["join_mod_pre"].address
+        assert system.ftrace.state(pad) == (PadState.NOP, None)        # the stop has not happened yet
+        system.run_until_patched(8 * LIMIT)
+        patch = next(p for p in system.patches if p.name == "test_klp_join")
+        new = system.modules.lookup("livepatch_join_mod_pre")
+        if applied:
+            assert patch.state is PatchState.COMPLETE and system.ftrace.state(pad) == (PadState.JMP, new)
+        else:
+            assert patch.state is PatchState.FAILED and system.ftrace.state(pad) == (PadState.NOP, None)
+        assert not system.violations()

@@ -86,6 +86,7 @@ DECK = sum(KINDS.values())
 
 # What lab.trace cannot check beyond its type (see its threat model).
 LABELS = {"migrated": {"stack"}, "patch": {"name", "state", "detail"}, "transition-start": {"patch", "functions"},
+          "transition-join": {"patch", "module", "functions"},
           "call": {"version", "patch"}}
 
 _base = {}

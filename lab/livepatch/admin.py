@@ -60,19 +60,40 @@ class Admin:
         return self._submit(Request(REQ_RMMOD, module=patch.module, path=name))
 
     def _object_patch(self, patch, obj_name):
-        """A module the patch patches came: its functions go to the patch's
-        new versions at once.  (Upstream patches it with the ftrace handler,
-        which follows each task's state while the patch is in transition;
-        here a module coming during that patch's own transition gets the
-        target version directly.)"""
+        """A module the patch patches came (klp_module_coming()).  While the
+        patch's own transition runs, the module's functions join it: their
+        pads get the transition's trampoline, so each task runs the version
+        of its universe, as upstream's ftrace handler follows each task's
+        state (func->transition is set for every object of the patch in
+        transition, loaded or not) and kGraft gives a loading module's
+        functions the slow stub while patching is in progress.  A patch that
+        waits to start, or for its stop_machine(), takes them along.
+        Otherwise they go to the patch's new versions at once."""
+        funcs = {}
         for f in patch.module_funcs.get(obj_name, ()):
-            stack = self._stacks.setdefault(f.old_addr, [])
-            stack.append((patch, f.new_addr))
-            self._settle_pad(f.old_addr, f.new_addr)
+            stack = self._stacks.get(f.old_addr, [])
+            funcs[f.old_addr] = (stack[-1][1] if stack else None, f.new_addr)
+        t = self.transition
+        if t is not None and t.patch is patch:
+            self._join(t, obj_name, funcs)
+            return
+        for waiting in (self._waiting[1] if self._waiting and self._waiting[0] is patch else None,
+                        self._stop["transition"].funcs if self._stop and self._stop["transition"].patch is patch
+                        else None):
+            if waiting is not None:
+                waiting.update(funcs)
+                return
+        for pad, (_old, new) in funcs.items():
+            self._stacks.setdefault(pad, []).append((patch, new))
+            self._settle_pad(pad, new)
 
     def _object_unpatch(self, patch, obj_name):
-        """The module goes: its functions leave the patch (klp_unpatch_object())."""
+        """The module goes: its functions leave the patch (klp_unpatch_object()),
+        and the transition they joined, if it still runs."""
+        t = self.transition
         for f in patch.module_funcs.pop(obj_name, ()):
+            if t is not None and t.patch is patch:
+                t.funcs.pop(f.old_addr, None)
             stack = [e for e in self._stacks.get(f.old_addr, []) if e[0] is not patch]
             if stack:
                 self._stacks[f.old_addr] = stack

@@ -53,7 +53,7 @@ class Livepatch(Models, Reclaim, Admin):
         self.last_transition = None
         self.taints = []
         self._stacks = {}        # pad -> [(patch, new address)], the top one is live (klp_ops.func_stack)
-        self.on_transition = None   # fn(transition) when one starts (a trace watches its functions)
+        self.on_transition = None   # fn(transition[, funcs]) when one starts or funcs join it (a trace watches them)
         self.stopped_instructions = 0   # emulated time every task stood stopped (stop-machine)
         self.stop_attempts = []         # (at, clean, frames checked, cost, blocker)
         self._stop = None               # the stop-machine attempt in progress
@@ -389,15 +389,35 @@ class Livepatch(Models, Reclaim, Admin):
     def _log_start(self, t):
         """Which functions this transition switches, by name: the checker's
         stack rule looks for them on the stack of every task that moves."""
+        self.kernel.log.add(ev.TransitionStart, self.machine.clock, patch=t.patch.name, target=t.target,
+                            functions=self._names(t.funcs))
+
+    def _names(self, funcs):
+        """The names of the patched functions of funcs and of their versions."""
         k = self.kernel
         names = set()
-        for pad, (old, new) in t.funcs.items():
+        for pad, (old, new) in funcs.items():
             names.add(k.function_name(pad))
             for target in (old, new):
                 if target is not None:
                     names.add(k.function_name(target))
-        k.log.add(ev.TransitionStart, self.machine.clock, patch=t.patch.name, target=t.target,
-                  functions=tuple(sorted(n for n in names if n)))
+        return tuple(sorted(n for n in names if n))
+
+    def _join(self, t, obj_name, funcs):
+        """A module's functions join the running transition t (see
+        _object_patch()): every trampoline first (a full area refuses the
+        join before any pad changed), then the observer's hooks, the pads,
+        the event, and, under upstream's model, the guest's stack check."""
+        tramps = self._trampolines(funcs)
+        t.funcs.update(funcs)
+        if self.on_transition is not None:
+            self.on_transition(t, funcs)
+        for pad, tramp in tramps.items():
+            self.ftrace.set_call(pad, tramp)
+        self.kernel.log.add(ev.TransitionJoin, self.machine.clock, patch=t.patch.name, module=obj_name,
+                            functions=self._names(funcs))
+        if self.model == "upstream" and self.kernel.booted:
+            self._upstream_ranges(t)
 
     def _log_migrated(self, mig):
         """The move, with the functions on the stack of what moved (the
@@ -495,15 +515,7 @@ class Livepatch(Models, Reclaim, Admin):
             self.on_transition(t)
         # every trampoline first: a full area refuses the patch before any
         # pad or universe changed
-        tramps = {}
-        try:
-            for pad, (old, new) in funcs.items():
-                tramps[pad] = self._transition_trampoline(pad, old, new)
-        except FtraceError:
-            for address in tramps.values():
-                self.ftrace.retired[address] = self.ftrace.trampolines()[address][0]
-                self.ftrace.free_trampoline(address)
-            raise
+        tramps = self._trampolines(funcs)
         t.start()
         for pad, tramp in tramps.items():
             self.ftrace.set_call(pad, tramp)
@@ -518,6 +530,20 @@ class Livepatch(Models, Reclaim, Admin):
         if self.model == "kgraft" and self.kernel.booted:
             self._wake_kthreads(t)
         return t
+
+    def _trampolines(self, funcs):
+        """{pad: its transition trampoline} for funcs, all or none: where the
+        area runs out, the ones made are freed and FtraceError raised."""
+        tramps = {}
+        try:
+            for pad, (old, new) in funcs.items():
+                tramps[pad] = self._transition_trampoline(pad, old, new)
+        except FtraceError:
+            for address in tramps.values():
+                self.ftrace.retired[address] = self.ftrace.trampolines()[address][0]
+                self.ftrace.free_trampoline(address)
+            raise
+        return tramps
 
     # ---- a pad's other users (ftrace_ops: kprobes, the function tracer) ----
     def _transition_trampoline(self, pad, old, new):

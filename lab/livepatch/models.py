@@ -155,10 +155,9 @@ class Models:
                 mig = t.switch(task, "stack-check", self.machine.clock)
                 self._log_migrated(mig)
 
-    def _upstream_arm(self, t):
-        """Tell the guest's transition work what to check and wake it: the
-        functions a task's stack must not hold to switch (the ones it
-        leaves, klp_check_stack_func()), as address ranges."""
+    def _upstream_ranges(self, t):
+        """The guest's klp_check_ranges: where the functions t's tasks leave
+        lie (again when a module's functions join t)."""
         m, img = self.machine, self.image
         ranges = self._patched_ranges(t.funcs, t.target)[:64]
         base = img.address("klp_check_ranges")
@@ -166,6 +165,13 @@ class Models:
             m.set_u64(base + 16 * i, lo)
             m.set_u64(base + 16 * i + 8, hi)
         m.set_u32(img.address("klp_nr_check_ranges"), len(ranges))
+
+    def _upstream_arm(self, t):
+        """Tell the guest's transition work what to check and wake it: the
+        functions a task's stack must not hold to switch (the ones it
+        leaves, klp_check_stack_func()), as address ranges."""
+        m, img = self.machine, self.image
+        self._upstream_ranges(t)
         m.set_u64(img.address("klp_work_generation"), m.u64(img.address("klp_work_generation")) + 1)
         m.set_u32(img.address("klp_work_active"), 1)
         worker = next((w for w in self.kernel.tasks if w.name == "kworker/klp"

@@ -176,6 +176,8 @@ def describe(e, name, syscalls=None):
         return f"booted ({e.tasks} tasks)"
     if k == "transition-start":
         return f"transition of '{e.patch}' starts: target universe {e.target}"
+    if k == "transition-join":
+        return f"module {e.module} joins the transition of '{e.patch}'"
     if k == "task-new":
         return f"new task {name(e.tid)}"
     if k == "preempt":
