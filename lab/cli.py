@@ -174,6 +174,9 @@ def build_parser():
     p.add_argument("--rmmod-at", metavar="N NAME", nargs=2, action="append", default=[],
                    help="at instruction N, remove module NAME (rmmod: refused while an enabled klp patch holds "
                         "it); repeat for several")
+    p.add_argument("--insmod-at", metavar="N FILE", nargs=2, action="append", default=[],
+                   help="at instruction N, load the module FILE (insmod: a live patch or not; a module that a "
+                        "patch in transition patches joins that transition); repeat for several")
     p.add_argument("--boot-patch", metavar="FILE", action="append", default=[],
                    help="a patch applied at boot, before the first task runs (a reboot with patches; "
                         f"at most {MAX_BOOT_PATCHES})")
@@ -431,7 +434,8 @@ def check_patches(img, groups):
     seen = {}
     for option, paths in groups:
         for path in paths:
-            p = check_input(option, path, "patch object", "build one with `lab patch build SOURCE.c`")
+            noun = "module object" if option == "--insmod-at" else "patch object"
+            p = check_input(option, path, noun, "build one with `lab patch build SOURCE.c`")
             try:
                 ModuleLoader(img, _NoMemory()).load(p)
             except LabError as exc:
@@ -545,7 +549,8 @@ def check_run(args):
     if len(args.boot_patch) > MAX_BOOT_PATCHES:
         raise UsageError(f"--boot-patch is given {len(args.boot_patch)} times; at most {MAX_BOOT_PATCHES} "
                          "patches can be applied at boot")
-    check_patches(img, [("--boot-patch", args.boot_patch), ("--patch", args.patch)])
+    check_patches(img, [("--boot-patch", args.boot_patch), ("--patch", args.patch),
+                        ("--insmod-at", [path for _n, path in args.insmod_at])])
 
     given = {k: getattr(args, k) is not None for k in RUN_DEFAULTS}
     for key, value in RUN_DEFAULTS.items():
@@ -599,7 +604,7 @@ MAX_WRITE_PATH, MAX_WRITE_VALUE = 95, 127     # struct lab_request's path and bu
 
 
 def _check_actions(args, end):
-    """--write-at and --rmmod-at: [(N, kind, what, value)] in time order."""
+    """--write-at, --rmmod-at and --insmod-at: [(N, kind, what, value)] in time order."""
     actions = []
     for n, spec in args.write_at:
         at = _instructions("--write-at")(n)
@@ -617,6 +622,8 @@ def _check_actions(args, end):
             raise UsageError(f"--rmmod-at {n} {name}: {name!r} is not a module name (the object's file name "
                              "without .o)")
         actions.append((at, "rmmod", name, None))
+    for n, path in args.insmod_at:         # the object was checked with the patches
+        actions.append((_instructions("--insmod-at")(n), "insmod", path, None))
     for at, kind, what, _v in actions:
         if at >= end:
             raise UsageError(f"--{kind}-at {at:,} {what} is not before the end of the run (--instructions "
@@ -625,7 +632,7 @@ def _check_actions(args, end):
 
 
 def _run_actions(system, args, notes):
-    """Do --write-at and --rmmod-at in time order, after the patches."""
+    """Do --write-at, --rmmod-at and --insmod-at in time order, after the patches."""
     from .livepatch import LivepatchError
     from .livepatch.klp import STRERROR
     failed = False
@@ -641,6 +648,8 @@ def _run_actions(system, args, notes):
                     notes.append(f"--write-at {at:,}: echo {value} > {what}: write error: "
                                  f"{STRERROR.get(-ret, f'error {ret}')}")
                     failed = True
+            elif kind == "insmod":
+                system.insmod(what)
             else:
                 system.rmmod(what)
         except LivepatchError as exc:

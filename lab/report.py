@@ -54,7 +54,8 @@ def patch_record(patch):
         "state": patch.state.value,
         "started_at": patch.started_at,
         "completed_at": patch.completed_at,
-        "functions": [{"old": f.old_name, "new": f.new_name} for f in d.functions] if d else [],
+        # the kernel's and those of its module objects whose module is loaded
+        "functions": [{"old": f.old_name, "new": f.new_name} for f in patch.functions()],
         "skipped": list(d.skipped) if d else [],
         "replace_all": bool(d and d.replace_all),
         "replaced_by": patch.replaced_by,

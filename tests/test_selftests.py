@@ -110,7 +110,28 @@ def test_lab_run_says_what_the_kernel_refused(capsys):
     assert "write error: Invalid argument" in out
 
 
+def test_lab_run_loads_a_module_at_an_instant(capsys):
+    """--insmod-at: the target module, loaded while the patch's transition
+    is held open by the eternal sleeper (tests/test_livepatch.py shows it
+    joining); the report lists the patch's functions in the module once it
+    is there."""
+    import json
+
+    from lab.cli import main
+    status = main(["run", "--patch", "patches/test_modules/test_klp_join.o", "--instructions", "3e6",
+                   "--insmod-at", "1.2e6", "patches/test_modules/test_klp_join_mod.o", "--signal-after", "3e5",
+                   "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert [(p["name"], p["state"]) for p in report["patches"]] == [("test_klp_join", "complete"),
+                                                                     ("test_klp_join_mod", "loaded")]
+    assert {"old": "join_mod_pre", "new": "livepatch_join_mod_pre"} in report["patches"][0]["functions"]
+    assert "livepatch: applying patch 'test_klp_join' to loading module 'test_klp_join_mod'" in report["console"]
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--insmod-at", "4e6", "patches/no_such.o"], "--insmod-at patches/no_such.o: no such module object"),
+    (["--insmod-at", "9e6", "patches/test_modules/test_klp_join_mod.o"], "is not before the end of the run"),
     (["--write-at", "4e6", "enabled=0"], "give PATH=VALUE with an absolute path"),
     (["--write-at", "4e6", "/sys/x="], "give PATH=VALUE"),
     (["--write-at", "9e6", "/sys/x=1"], "is not before the end of the run"),
