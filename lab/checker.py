@@ -34,7 +34,7 @@ class Violation:
     old: tuple          # (function, at) entries of old versions; on-stack: the functions found
     new: tuple          # (function, at) entries of new versions
     first_mixed_at: int
-    rule: str = "mixed"     # "mixed", "on-stack" or "stale"
+    rule: str = "mixed"     # "mixed", "on-stack", "stale" or "decision"
 
     def to_dict(self, names=None):
         return {
@@ -47,10 +47,10 @@ class Violation:
 
 
 # what each kind of event means to the rules (an event of another kind means nothing to them)
-_SYSCALL, _CALL, _IRQ, _KLOOP, _MIGRATED, _START, _PATCH, _END, _JOIN = range(9)
+_SYSCALL, _CALL, _IRQ, _KLOOP, _MIGRATED, _START, _PATCH, _END, _JOIN, _NEW = range(10)
 _RULES = {ev.SyscallEntry: _SYSCALL, ev.FuncEntry: _CALL, ev.Interrupt: _IRQ, ev.KthreadLoop: _KLOOP,
           ev.Migrated: _MIGRATED, ev.TransitionStart: _START, ev.PatchEvent: _PATCH, ev.TaskExit: _END,
-          ev.Oops: _END, ev.TransitionJoin: _JOIN}
+          ev.Oops: _END, ev.TransitionJoin: _JOIN, ev.TaskNew: _NEW}
 
 
 class _Unit:
@@ -69,7 +69,7 @@ class Checker:
     events (copy.deepcopy gives a checker that goes on from the same point;
     the events themselves are frozen and shared)."""
 
-    __slots__ = ("seen", "open_units", "violations", "kinds", "switching", "left")
+    __slots__ = ("seen", "open_units", "violations", "kinds", "switching", "left", "universes")
 
     def __init__(self):
         self.seen = 0             # events fed so far
@@ -78,6 +78,9 @@ class Checker:
         self.kinds = {}           # tid -> "syscall" once the task made one
         self.switching = {}       # the transition in progress: patch -> names of the functions it switches
         self.left = {}            # a completed transition's patch -> the version nobody may enter any more
+        # the transition in progress: [patch, the universe tasks left at its start, its target now,
+        # {tid: the universe a task moved to or was born in}]; a task not in it is where it was
+        self.universes = None
 
     def __deepcopy__(self, memo):
         new = Checker.__new__(Checker)
@@ -87,6 +90,8 @@ class Checker:
         new.kinds = dict(self.kinds)
         new.switching = {k: set(v) for k, v in self.switching.items()}
         new.left = dict(self.left)
+        u = self.universes
+        new.universes = None if u is None else [u[0], u[1], u[2], dict(u[3])]
         return new
 
     @staticmethod
@@ -132,6 +137,17 @@ class Checker:
                 if unit is None:
                     unit = open_units[key] = _Unit("irq" if key == -1 else kinds.get(key, "kthread"), e.at)
                 unit.calls.append(e)
+                u = self.universes
+                if u is not None and key != -1 and u[0] == e.patch:
+                    # the trampoline decides by the task's universe: a task
+                    # that has not moved runs the old version, one that has
+                    # the new (the interrupt context is left out: kGraft gives
+                    # it a universe of its own, upstream follows the task)
+                    if e.version != ("new" if u[3].get(key, u[1]) == 1 else "old"):
+                        violations.append(Violation(key, "entry", e.at, e.at, e.patch,
+                                                    ((e.function, e.at),) if e.version == "old" else (),
+                                                    ((e.function, e.at),) if e.version == "new" else (), e.at,
+                                                    rule="decision"))
             elif what == _IRQ:
                 close(-1, e.at)
                 open_units[-1] = _Unit("irq", e.at)
@@ -139,20 +155,36 @@ class Checker:
                 close(e.tid, e.at)
                 open_units[e.tid] = _Unit("kthread", e.at)
             elif what == _MIGRATED:
+                if self.universes is not None and e.tid != -1:
+                    self.universes[3][e.tid] = e.universe
                 for patch, names in self.switching.items() if e.stack else ():
                     found = tuple((n, e.at) for n in e.stack if n in names)
                     if found:
                         violations.append(Violation(e.tid, "switch", e.at, e.at, patch, found, (), e.at,
                                                     rule="on-stack"))
             elif what == _START:
+                u = self.universes
+                if u is None or u[0] != e.patch:
+                    # a new transition: every task leaves the universe the
+                    # target is not (a reversal keeps where each task is)
+                    self.universes = [e.patch, 1 - e.target, e.target, {}]
+                else:
+                    u[2] = e.target
                 self.switching = {e.patch: set(e.functions)}
                 left.pop(e.patch, None)
             elif what == _JOIN:
                 if e.patch in self.switching:
                     self.switching[e.patch] |= set(e.functions)
+            elif what == _NEW:
+                # a task born during a transition starts where it leads
+                # (the kernel gives it kgr_target_universe)
+                if self.universes is not None:
+                    self.universes[3][e.tid] = self.universes[2]
             elif what == _PATCH:
                 if e.state in ("complete", "reverted", "failed"):
                     self.switching.pop(e.name, None)
+                    if self.universes is not None and self.universes[0] == e.name:
+                        self.universes = None
                     if e.state != "failed":
                         left[e.name] = "old" if e.state == "complete" else "new"
             else:                      # a task's end closes its unit

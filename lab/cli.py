@@ -774,6 +774,9 @@ def _violation_text(v):
     if rule == "stale":
         return (f"{v['task']} ({v['tid']}): entered {', '.join(v['old'])}, which the completed transition of "
                 f"'{v['patch']}' left (stale, at {v['first_mixed_at']:,})")
+    if rule == "decision":
+        return (f"{v['task']} ({v['tid']}): entered {', '.join(v['old'] + v['new'])} of '{v['patch']}', the "
+                f"version of the universe it was not in (decision, at {v['first_mixed_at']:,})")
     return (f"{v['task']} ({v['tid']}): switched universe with {', '.join(v['old'])} of '{v['patch']}' "
             f"on its stack (on-stack, at {v['first_mixed_at']:,})")
 

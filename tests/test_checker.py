@@ -141,8 +141,9 @@ def test_during_an_unpatching_transition_the_original_body_is_not_stale():
         ev.TransitionStart(0, 10, patch="p", target=1, functions=("f", "new_f")),
         ev.PatchEvent(1, 20, name="p", state="complete"),
         ev.TransitionStart(2, 30, patch="p", target=0, functions=("f", "new_f")),
-        ev.FuncEntry(3, 40, tid=3, in_irq=False, function="f", version="old", patch="p"),
-        ev.FuncEntry(4, 50, tid=-1, in_irq=True, function="f", version="old", patch="p"),
+        ev.Migrated(3, 35, tid=3, by="syscall-exit", universe=0, stack=()),
+        ev.FuncEntry(4, 40, tid=3, in_irq=False, function="f", version="old", patch="p"),
+        ev.FuncEntry(5, 50, tid=-1, in_irq=True, function="f", version="old", patch="p"),
     ]
     assert check(events) == []
     stale = check(events[:2] + [ev.FuncEntry(3, 40, tid=3, in_irq=True, function="f", version="old", patch="p")])
@@ -232,3 +233,41 @@ def test_the_upstream_worker_checks_and_switches_a_task_in_one_step():
                              and e.at > 1_000_000)
                 assert again.at < taken.at, (moved, before, taken)
                 assert system.violations() == []
+
+
+def test_a_task_that_runs_the_version_of_the_other_universe_is_a_wrong_decision():
+    """The decision rule: while a transition runs, a task that has not
+    moved enters the version it leaves and one that has moved (or was born
+    since) the one it goes to; a reversal keeps where each task is; the
+    interrupt context is not judged by it (kGraft gives it a universe of its
+    own, upstream's follows the task)."""
+    def entry(seq, at, tid, version, irq=False):
+        return ev.FuncEntry(seq, at, tid=tid, in_irq=irq, function="f" if version == "old" else "new_f",
+                            version=version, patch="p")
+    start = ev.TransitionStart(0, 10, patch="p", target=1, functions=("f", "new_f"))
+    moved = ev.Migrated(1, 20, tid=3, by="syscall-exit", universe=1, stack=())
+    born = ev.TaskNew(2, 25, tid=7)
+    good = [start, entry(3, 15, 3, "old"), moved, entry(4, 30, 3, "new"), born, entry(5, 35, 7, "new"),
+            entry(6, 36, 4, "old"), entry(7, 37, -1, "new", irq=True)]
+    assert [v for v in check(good) if v.rule == "decision"] == []
+    for wrong in (entry(9, 40, 4, "new"), entry(9, 40, 3, "old"), entry(9, 40, 7, "old")):
+        (v,) = [v for v in check(good + [wrong]) if v.rule == "decision"]
+        assert (v.tid, v.first_mixed_at) == (wrong.tid, 40)
+    reverse = ev.TransitionStart(9, 50, patch="p", target=0, functions=("f", "new_f"))
+    assert [v for v in check(good + [reverse, entry(10, 60, 3, "new"), entry(11, 61, 4, "old")])
+            if v.rule == "decision"] == []
+
+
+def test_a_trampoline_that_decides_backwards_is_caught_where_no_unit_mixes(monkeypatch):
+    """kgr_capable replaces one function, called once per system call:
+    with the trampoline's versions swapped no unit of work ever mixes, and
+    only the decision rule sees that tasks run the other universe's code."""
+    from lab.livepatch.core import Livepatch
+    right, _ = completed(CAPABLE, observe=True)
+    assert right.violations() == []
+    build = Livepatch._transition_trampoline
+    monkeypatch.setattr(Livepatch, "_transition_trampoline", lambda self, pad, old, new: build(self, pad, new, old))
+    system, _ = patched(CAPABLE, observe=True)
+    system.run(600_000)
+    rules = {v.rule for v in system.violations()}
+    assert "decision" in rules and "mixed" not in rules

@@ -116,6 +116,9 @@ class Outcome:
             if v.get("rule") == "stale":
                 return (f"{v['task']} ({v['tid']}) entered {', '.join(v['old'])}, which the completed transition "
                         f"of '{v['patch']}' left (stale, at {v['first_mixed_at']:,}){more}")
+            if v.get("rule") == "decision":
+                return (f"{v['task']} ({v['tid']}) entered {', '.join(v['old'] + v['new'])} of '{v['patch']}', "
+                        f"the version of the universe it was not in (decision, at {v['first_mixed_at']:,}){more}")
             return (f"{v['task']} ({v['tid']}) switched universe with {', '.join(v['old'] + v['new'])} of "
                     f"'{v['patch']}' on its stack ({v['rule']}, at {v['first_mixed_at']:,}){more}")
         if self.panic:
