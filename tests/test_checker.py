@@ -253,9 +253,20 @@ def test_a_task_that_runs_the_version_of_the_other_universe_is_a_wrong_decision(
     for wrong in (entry(9, 40, 4, "new"), entry(9, 40, 3, "old"), entry(9, 40, 7, "old")):
         (v,) = [v for v in check(good + [wrong]) if v.rule == "decision"]
         assert (v.tid, v.first_mixed_at) == (wrong.tid, 40)
+        assert (v.old, v.new) == (((wrong.function, 40),), ()) if wrong.version == "old" else \
+            ((), ((wrong.function, 40),))
+
+    def decisions(events):
+        return [(v.tid, v.first_mixed_at) for v in check(events) if v.rule == "decision"]
+    # a reversal keeps where each task is; one born after it starts where the reversal leads
     reverse = ev.TransitionStart(9, 50, patch="p", target=0, functions=("f", "new_f"))
-    assert [v for v in check(good + [reverse, entry(10, 60, 3, "new"), entry(11, 61, 4, "old")])
-            if v.rule == "decision"] == []
+    born_after = ev.TaskNew(10, 55, tid=8)
+    assert decisions(good + [reverse, entry(11, 60, 3, "new"), entry(12, 61, 4, "old"), born_after,
+                             entry(13, 62, 8, "old")]) == []
+    assert decisions(good + [reverse, born_after, entry(11, 62, 8, "new")]) == [(8, 62)]
+    # once the transition is over the rule is too: every pad leads to one version
+    done = ev.PatchEvent(9, 50, name="p", state="complete")
+    assert decisions(good + [done, entry(10, 60, 4, "new")]) == []
 
 
 def test_a_trampoline_that_decides_backwards_is_caught_where_no_unit_mixes(monkeypatch):
