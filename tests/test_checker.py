@@ -203,6 +203,15 @@ def test_a_copied_checker_goes_on_alone():
     assert saved.verdict() == [] and saved.seen == 2
     assert list(saved.open_units[3].calls) == [base[1]]
     assert copy.deepcopy(saved).feed(base + [call(2, 12, 3, "old")]).verdict() == []
+    # the universes of a transition in progress too, copied as deepcopy and as a snapshot's pickle copy it
+    import pickle
+    start = [ev.TransitionStart(0, 10, patch="p", target=1, functions=("old_f", "new_f"))]
+    saved = Checker().feed(start)
+    for twin in (copy.deepcopy(saved), pickle.loads(pickle.dumps(saved))):
+        twin.feed(start + [ev.Migrated(1, 20, tid=3, by="syscall-exit", universe=1, stack=()), call(2, 21, 3, "new")])
+        assert twin.verdict() == []
+        assert rules(saved.feed(start + [call(1, 21, 3, "new")]).verdict()) == [("decision", "p")]
+        saved = Checker().feed(start)
 
 
 def test_the_upstream_worker_checks_and_switches_a_task_in_one_step():
