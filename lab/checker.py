@@ -138,11 +138,13 @@ class Checker:
                     unit = open_units[key] = _Unit("irq" if key == -1 else kinds.get(key, "kthread"), e.at)
                 unit.calls.append(e)
                 u = self.universes
-                if u is not None and key != -1 and u[0] == e.patch:
+                if u is not None and u[0] == e.patch and (key != -1 or -1 in u[3]):
                     # the trampoline decides by the task's universe: a task
                     # that has not moved runs the old version, one that has
-                    # the new (the interrupt context is left out: kGraft gives
-                    # it a universe of its own, upstream follows the task)
+                    # the new.  The interrupt context is judged once it has
+                    # moved: kGraft gives it a universe of its own, which
+                    # moves at an interrupt's exit; upstream's handler
+                    # follows the task, and its interrupt context never moves
                     if e.version != ("new" if u[3].get(key, u[1]) == 1 else "old"):
                         violations.append(Violation(key, "entry", e.at, e.at, e.patch,
                                                     ((e.function, e.at),) if e.version == "old" else (),
@@ -155,7 +157,7 @@ class Checker:
                 close(e.tid, e.at)
                 open_units[e.tid] = _Unit("kthread", e.at)
             elif what == _MIGRATED:
-                if self.universes is not None and e.tid != -1:
+                if self.universes is not None:
                     self.universes[3][e.tid] = e.universe
                 for patch, names in self.switching.items() if e.stack else ():
                     found = tuple((n, e.at) for n in e.stack if n in names)

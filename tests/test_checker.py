@@ -248,8 +248,7 @@ def test_a_task_that_runs_the_version_of_the_other_universe_is_a_wrong_decision(
     """The decision rule: while a transition runs, a task that has not
     moved enters the version it leaves and one that has moved (or was born
     since) the one it goes to; a reversal keeps where each task is; the
-    interrupt context is not judged by it (kGraft gives it a universe of its
-    own, upstream's follows the task)."""
+    interrupt context is judged by its own universe once it has moved."""
     def entry(seq, at, tid, version, irq=False):
         return ev.FuncEntry(seq, at, tid=tid, in_irq=irq, function="f" if version == "old" else "new_f",
                             version=version, patch="p")
@@ -273,6 +272,12 @@ def test_a_task_that_runs_the_version_of_the_other_universe_is_a_wrong_decision(
     assert decisions(good + [reverse, entry(11, 60, 3, "new"), entry(12, 61, 4, "old"), born_after,
                              entry(13, 62, 8, "old")]) == []
     assert decisions(good + [reverse, born_after, entry(11, 62, 8, "new")]) == [(8, 62)]
+    # the interrupt context is judged once it has moved (kGraft's flag of its
+    # own); before, or where it never moves (upstream's follows the task), not
+    irq_moved = ev.Migrated(9, 40, tid=-1, by="irq-exit", universe=1, stack=())
+    assert decisions(good + [irq_moved, entry(10, 45, -1, "new", irq=True)]) == []
+    assert decisions(good + [irq_moved, entry(10, 45, -1, "old", irq=True)]) == [(-1, 45)]
+    assert decisions(good + [entry(9, 45, -1, "old", irq=True)]) == []
     # once the transition is over the rule is too: every pad leads to one version
     done = ev.PatchEvent(9, 50, name="p", state="complete")
     assert decisions(good + [done, entry(10, 60, 4, "new")]) == []
