@@ -202,6 +202,16 @@ class _RegisterIO:
 _TOUCHED = bytes(1 if flags & 0xC0 else 0 for flags in range(256))   # pagemap bits 63 (present), 62 (swapped)
 
 
+def libc_memcmp():
+    """The C library's memcmp(a, b, n) for ctypes addresses, made once."""
+    fn = getattr(libc_memcmp, "fn", None)
+    if fn is None:
+        fn = libc_memcmp.fn = ctypes.CDLL(None).memcmp
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        fn.restype = ctypes.c_int
+    return fn
+
+
 def _differing(memcmp, a, b, lo, hi):
     """(first, end) offsets of the bytes from the first that differs between
     the buffers at addresses a and b to the last, within [lo, hi), where
@@ -633,7 +643,7 @@ class Machine:
         self-modifying-code check, so the translated blocks covering the range
         are removed, or the old code would keep running (UNICORN.md)."""
         self.write(address, data)
-        self._uc.ctl_remove_cache(address, address + len(data))
+        self._drop_translations(address, address + len(data))
 
     def u64(self, address):
         return _U64.unpack_from(self.ram, address - RAM_BASE)[0]
@@ -669,7 +679,7 @@ class Machine:
         """Copy an image's loadable segments into RAM (the rest of each stays zero)."""
         for seg in segments:
             self.write(seg.address, seg.data)
-            self._uc.ctl_remove_cache(seg.address, seg.address + len(seg.data))
+            self._drop_translations(seg.address, seg.address + len(seg.data))
 
     # ---- registers ----
     def regs(self):
@@ -820,7 +830,7 @@ class Machine:
         handle = next(_HOOK_IDS) if handle is None else handle
         self._uc_hooks[handle] = self._uc.hook_add(kind, trampoline, None, address, address)
         # a hook added after its code was translated would never fire
-        self._uc.ctl_remove_cache(address, address + 1)
+        self._drop_translations(address, address + 1)
         self._code_hooks[handle] = (kind, address, trampoline)
         return handle
 
@@ -986,12 +996,7 @@ class Machine:
         if native is not None:
             self._copy_changed_pages_native(native, there, pages)
             return
-        memcmp = getattr(Machine, "_memcmp", None)
-        if memcmp is None:
-            memcmp = ctypes.CDLL(None).memcmp
-            memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-            memcmp.restype = ctypes.c_int
-            Machine._memcmp = memcmp
+        memcmp = libc_memcmp()
         here = ctypes.addressof(self._ram)
         runs = []            # [start, end) offsets of changed pages, adjacent ones merged
         size = len(self.ram)

@@ -99,7 +99,7 @@ from . import events as ev
 from .errors import GuestFault, KernelPanic, LabError
 from .image import PAD_SIZE, Image
 from .kernel import Kernel, TaskState
-from .machine import GPRS, RAM_BASE, RAM_END, Machine, TouchedPages
+from .machine import GPRS, RAM_BASE, RAM_END, Machine, TouchedPages, libc_memcmp
 
 TRACE_SCHEMA = 2
 PAGE = 4096
@@ -131,15 +131,6 @@ U64 = (1 << 64) - 1
 _ZIP_ENTRIES_MAX = 64              # read from the end record, before the zip layer lists the entries
 
 
-def _memcmp():
-    fn = getattr(_memcmp, "fn", None)
-    if fn is None:
-        fn = _memcmp.fn = ctypes.CDLL(None).memcmp
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-        fn.restype = ctypes.c_int
-    return fn
-
-
 def _address(buf):
     """Where a bytes object, a ctypes array or a writable buffer keeps its bytes."""
     if isinstance(buf, bytes):
@@ -166,7 +157,7 @@ def _changed_pages(ram, prev, n=None, runs=None):
     next).  The same pages in the same order as comparing page by page.
     ram and prev: bytes, ctypes arrays or addresses (then n is the length);
     runs: [(first page, end page)], ascending, to compare only those."""
-    memcmp = _memcmp()
+    memcmp = libc_memcmp()
     a = ram if isinstance(ram, int) else _address(ram)
     b = prev if isinstance(prev, int) else _address(prev)
     n = len(ram) if n is None else n
