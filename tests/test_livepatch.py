@@ -500,3 +500,31 @@ def test_under_stop_machine_a_module_that_comes_before_the_stop_is_patched_with_
         else:
             assert patch.state is PatchState.FAILED and system.ftrace.state(pad) == (PadState.NOP, None)
         assert not system.violations()
+
+
+def test_a_module_that_cannot_join_for_want_of_trampolines_stays_unpatched(monkeypatch):
+    """The trampoline area runs out: the module's function keeps its pad,
+    the patch is said to cover nothing of it, a warning names both, and
+    the transition of the rest completes without a violation."""
+    from lab.ftrace import FtraceError
+    from lab.livepatch.core import Livepatch
+    with boot(observe=True) as system:
+        system.run(PATCH_AT)
+        system.insmod(BUSY, {"sleep_secs": 1})
+        system.insmod(JOIN)
+
+        def full(self, funcs):
+            raise FtraceError("no room for another trampoline")
+        monkeypatch.setattr(Livepatch, "_trampolines", full)
+        system.insmod(JOIN_MOD)
+        mod = next(m for m in system.modules.modules if m.name == "test_klp_join_mod" and m.loaded)
+        pad = mod.symbols["join_mod_pre"].address
+        patch = next(p for p in system.patches if p.name == "test_klp_join")
+        assert system.ftrace.state(pad) == (PadState.NOP, None) and pad not in system.livepatch.transition.funcs
+        assert "join_mod_pre" not in {f.old_name for f in patch.functions()}
+        assert any("failed to apply patch 'test_klp_join' to module 'test_klp_join_mod'" in line
+                   for line in system.console)
+        system.livepatch.signal_after = 200_000
+        system.run_until_patched(8 * LIMIT)
+        assert patch.state is PatchState.COMPLETE and system.ftrace.state(pad) == (PadState.NOP, None)
+        assert not system.violations()

@@ -407,8 +407,16 @@ class Livepatch(Models, Reclaim, Admin):
         """A module's functions join the running transition t (see
         _object_patch()): every trampoline first (a full area refuses the
         join before any pad changed), then the observer's hooks, the pads,
-        the event, and, under upstream's model, the guest's stack check."""
-        tramps = self._trampolines(funcs)
+        the event, and, under upstream's model, the guest's stack check.
+        Where the trampoline area runs out, the module stays unpatched and
+        the patch without it (upstream's klp_module_coming() warns and
+        refuses the module; here the module's load has already returned)."""
+        try:
+            tramps = self._trampolines(funcs)
+        except FtraceError as exc:
+            t.patch.module_funcs.pop(obj_name, None)
+            self._log(f"failed to apply patch '{t.patch.name}' to module '{obj_name}' ({exc})", level=4)
+            return
         t.funcs.update(funcs)
         if self.on_transition is not None:
             self.on_transition(t, funcs)
