@@ -35,6 +35,7 @@ from lab.explore import Plan  # noqa: E402
 from lab.explore import worker  # noqa: E402
 from lab.explore.plan import schedules_after  # noqa: E402
 from lab.explore.runner import DaskRunner, LocalRunner  # noqa: E402
+from lab import _native  # noqa: E402
 from lab.snapshot import Snapshot  # noqa: E402
 
 PATCHES = pathlib.Path(__file__).resolve().parent.parent / "patches"
@@ -158,8 +159,8 @@ def explore_restore(opts):
     # Each restore the worker makes, timed where it is made.  No collection
     # is forced between schedules: the worker forces none, and one (which
     # walks every object of the process) leaves the caches as a schedule's
-    # run never does; the restore after it took 0.06-0.07 of a schedule
-    # where the worker's take 0.04 (the README gives both).
+    # run never does (a gc.collect() added before each schedule here gave
+    # 0.067 where the worker's restores take about 0.04).
     taken = []
     plain = Snapshot.restore
 
@@ -168,9 +169,16 @@ def explore_restore(opts):
         plain(snap, system)
         taken.append(time.perf_counter() - t0)
     restores, runs, shares, reference = [], [], [], None
+    # the page loop in C (lab/_pages.c) and, taking turns with it, in Python
+    # (what runs where no compiler is): the figure is the C loop's
+    native = _native.pages()
+    sides = ("c", "python") if native is not None else ("python",)
+    by_side = {side: [] for side in sides}
     Snapshot.restore = timed
     try:
-        for _ in range(max(opts.rounds, 3)):
+        for r in range(max(opts.rounds, 3) * len(sides)):
+            side = sides[(r + r // len(sides)) % len(sides)]
+            _native._pages = native if side == "c" else None
             outcomes = []
             for s in schedules:
                 del taken[:]
@@ -179,6 +187,9 @@ def explore_restore(opts):
                 elapsed = time.perf_counter() - t0
                 # a schedule restores once, or twice where its snapshot
                 # right after the load is taken (the worker keeps a few)
+                by_side[side].append(sum(taken))
+                if side != sides[0]:
+                    continue
                 restores.append(sum(taken))
                 runs.append(elapsed)
                 shares.append(sum(taken) / elapsed)
@@ -188,6 +199,7 @@ def explore_restore(opts):
                 raise BenchmarkFailed("schedules run from restored snapshots ended otherwise than the first time")
     finally:
         Snapshot.restore = plain
+        _native._pages = native if native is not None else _native._UNSET
         worker.forget()
     boots = []
     for _ in range(max(opts.rounds, 3) * 4):
@@ -202,7 +214,11 @@ def explore_restore(opts):
     return {"ratio": ratio, "summary": summary, "restore_seconds": statistics.median(restores),
             "schedule_seconds": statistics.median(runs), "boot_seconds": statistics.median(boots),
             "boot_over_restore": boot_over_restore,
-            "details": [f"per schedule, restore / schedule: median {statistics.median(shares):.3f}, "
+            "details": [f"page loop in {sides[0]}" + (
+                            f"; with it in Python, taking turns: restore {statistics.median(by_side['python']) * 1e3:.2f}"
+                            f" ms, {statistics.median(by_side['python']) / statistics.median(by_side['c']):.2f} times "
+                            "the C loop's" if native is not None else " (no C compiler)"),
+                        f"per schedule, restore / schedule: median {statistics.median(shares):.3f}, "
                         f"90th percentile {sorted(shares)[int(len(shares) * 0.9)]:.3f}; "
                         f"all restores over all schedules {sum(restores) / sum(runs):.3f}"]}
 
